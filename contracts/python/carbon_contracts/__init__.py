@@ -1,0 +1,22 @@
+"""Published contracts of the carbon ETS platform: event payload models and the topic catalogue.
+
+External integrators `pip install` this package to produce or consume the platform's events.
+"""
+
+from carbon_contracts.envelope import (
+    CE_SPECVERSION,
+    CONTENT_TYPE,
+    dataschema_uri,
+    event_type_name,
+)
+from carbon_contracts.events import EVENT_MODELS, EventPayload, model_for
+
+__all__ = [
+    "CE_SPECVERSION",
+    "CONTENT_TYPE",
+    "EVENT_MODELS",
+    "EventPayload",
+    "dataschema_uri",
+    "event_type_name",
+    "model_for",
+]

@@ -1,0 +1,69 @@
+"""The topic catalogue (`contracts/topics.yaml`) as typed objects."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from carbon_contracts.resources import contract_path
+
+ServiceName = Literal["reporting", "verification", "registry", "notifier"]
+
+
+class Topic(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    owner: ServiceName
+    key: str
+    partitions: int = Field(ge=1)
+    retention_ms: int
+    event_types: list[str]
+
+    @property
+    def is_dead_letter(self) -> bool:
+        return self.name.endswith(".dlq")
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    defaults: dict[str, int]
+    topics: list[Topic]
+
+    @property
+    def replication_factor(self) -> int:
+        return self.defaults.get("replication_factor", 1)
+
+    def topic(self, name: str) -> Topic:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        raise KeyError(f"topic {name!r} is not in the catalogue")
+
+    def topic_for_event(self, event: str) -> Topic:
+        for topic in self.topics:
+            if event in topic.event_types:
+                return topic
+        raise KeyError(f"no topic carries event type {event!r}")
+
+    def domain_topics(self) -> list[Topic]:
+        return [topic for topic in self.topics if not topic.is_dead_letter]
+
+    def dead_letter_topic(self, service: str) -> Topic:
+        return self.topic(f"{service}.dlq")
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    return Catalogue.model_validate(yaml.safe_load((path or contract_path("topics.yaml")).read_text()))
+
+
+@cache
+def catalogue() -> Catalogue:
+    """The catalogue shipped with these contracts."""
+    return load_catalogue()

@@ -1,0 +1,92 @@
+"""Value types shared by the event payloads.
+
+Quantities: allowances and offsets are whole units (int); emissions are decimals serialised as
+strings with a fixed scale of three (kilogram precision), never floats.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+
+EMISSIONS_SCALE = 3
+_EMISSIONS_QUANTUM = Decimal(1).scaleb(-EMISSIONS_SCALE)
+EMISSIONS_PATTERN = r"^(0|[1-9][0-9]{0,11})\.[0-9]{3}$"
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,9})?$"
+CREDIT_CODE_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def _decimal(value: Any, pattern: str, what: str) -> Decimal:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"{what} must be a decimal string, not a float")
+    if isinstance(value, int):
+        value = Decimal(value)
+    if isinstance(value, str):
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{what} {value!r} does not match {pattern}")
+        try:
+            value = Decimal(value)
+        except InvalidOperation as exc:  # pragma: no cover - the pattern already excludes this
+            raise ValueError(f"{what} {value!r} is not a decimal") from exc
+    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        raise ValueError(f"{what} must be a non-negative decimal")
+    return value
+
+
+def _emissions(value: Any) -> Decimal:
+    amount = _decimal(value, EMISSIONS_PATTERN, "emissions")
+    quantized = amount.quantize(_EMISSIONS_QUANTUM)
+    if quantized != amount:
+        raise ValueError(f"emissions {amount} have more than {EMISSIONS_SCALE} decimals")
+    return quantized
+
+
+def _plain_decimal(value: Any) -> Decimal:
+    return _decimal(value, DECIMAL_PATTERN, "quantity")
+
+
+TonnesCO2 = Annotated[
+    Decimal,
+    BeforeValidator(_emissions),
+    PlainSerializer(lambda d: f"{d:.{EMISSIONS_SCALE}f}", return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": EMISSIONS_PATTERN,
+            "description": "tCO2e as a decimal string with exactly three decimals",
+        }
+    ),
+]
+"""Emissions in tonnes of CO2 equivalent, exact to three decimals."""
+
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_plain_decimal),
+    PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN}),
+]
+"""A non-negative decimal quantity (activity data, factors, ratios) as a string."""
+
+CreditCode = Annotated[
+    str,
+    Field(
+        pattern=CREDIT_CODE_PATTERN,
+        description="18-character unified social credit code (GB 32100-2015); the Kafka key",
+    ),
+]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+Allowances = Annotated[int, Field(ge=0, description="whole allowances (1 = 1 tCO2e)")]
+ComplianceYear = Annotated[int, Field(ge=2013, le=2100)]
+
+
+def _aware(value: Any) -> Any:
+    if getattr(value, "tzinfo", None) is None:
+        raise ValueError("datetime must carry a UTC offset")
+    return value
+
+
+AwareCheck = AfterValidator(_aware)
