@@ -60,7 +60,9 @@ class Catalogue(BaseModel):
 
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
-    return Catalogue.model_validate(yaml.safe_load((path or contract_path("topics.yaml")).read_text()))
+    return Catalogue.model_validate(
+        yaml.safe_load((path or contract_path("topics.yaml")).read_text())
+    )
 
 
 @cache

@@ -163,6 +163,6 @@ EVENT_MODELS: dict[str, type[EventPayload]] = {
 def model_for(event: str, major: int = 1) -> type[EventPayload]:
     """The payload model of an event type and major version; KeyError if unknown."""
     model = EVENT_MODELS[event]
-    if model.VERSION != major:
+    if major != model.VERSION:
         raise KeyError(f"{event} v{major}")
     return model

@@ -21,7 +21,7 @@ IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 def _decimal(value: Any, pattern: str, what: str) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ValueError(f"{what} must be a decimal string, not a float")
     if isinstance(value, int):
         value = Decimal(value)
@@ -37,22 +37,40 @@ def _decimal(value: Any, pattern: str, what: str) -> Decimal:
     return value
 
 
+def _wire(amount: Decimal, text: str, pattern: str, what: str) -> Decimal:
+    # Decimal and int inputs skip the string pattern in _decimal. Check the serialised form too,
+    # or a computed value (e.g. a fuel factor with 27 decimals) would pass the model yet produce a
+    # payload that the published schema, and this very model when decoding, reject.
+    if not re.fullmatch(pattern, text):
+        raise ValueError(f"{what} would serialise as {text!r}, which does not match {pattern}")
+    return amount
+
+
+def _format_emissions(value: Decimal) -> str:
+    return f"{value:.{EMISSIONS_SCALE}f}"
+
+
+def _format_decimal(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
 def _emissions(value: Any) -> Decimal:
     amount = _decimal(value, EMISSIONS_PATTERN, "emissions")
     quantized = amount.quantize(_EMISSIONS_QUANTUM)
     if quantized != amount:
         raise ValueError(f"emissions {amount} have more than {EMISSIONS_SCALE} decimals")
-    return quantized
+    return _wire(quantized, _format_emissions(quantized), EMISSIONS_PATTERN, "emissions")
 
 
 def _plain_decimal(value: Any) -> Decimal:
-    return _decimal(value, DECIMAL_PATTERN, "quantity")
+    amount = _decimal(value, DECIMAL_PATTERN, "quantity")
+    return _wire(amount, _format_decimal(amount), DECIMAL_PATTERN, "quantity")
 
 
 TonnesCO2 = Annotated[
     Decimal,
     BeforeValidator(_emissions),
-    PlainSerializer(lambda d: f"{d:.{EMISSIONS_SCALE}f}", return_type=str),
+    PlainSerializer(_format_emissions, return_type=str),
     WithJsonSchema(
         {
             "type": "string",
@@ -66,7 +84,7 @@ TonnesCO2 = Annotated[
 DecimalString = Annotated[
     Decimal,
     BeforeValidator(_plain_decimal),
-    PlainSerializer(lambda d: format(d.normalize(), "f"), return_type=str),
+    PlainSerializer(_format_decimal, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN}),
 ]
 """A non-negative decimal quantity (activity data, factors, ratios) as a string."""

@@ -1,0 +1,1 @@
+"""Infrastructure shared by the carbon ETS services. No domain rules live here."""

@@ -1,0 +1,5 @@
+from carbon_platform.runtime import run_service
+
+from notifier.service import SERVICE
+
+run_service(SERVICE)

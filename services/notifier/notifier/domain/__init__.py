@@ -1,0 +1,1 @@
+"""Who is told what about each event: pure, no I/O."""

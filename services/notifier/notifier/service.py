@@ -1,0 +1,23 @@
+"""The notifier service: reminders and notices to entities and their district bureaus
+(consumes every public topic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from carbon_platform.context import ServiceDefinition
+
+from notifier import api, store
+from notifier.handlers import HANDLERS
+
+SERVICE = ServiceDefinition(
+    name="notifier",
+    port=8004,
+    title="carbon notifier (reminders and notices)",
+    metadata=store.metadata,
+    inbox=store.inbox,
+    outbox=store.outbox,
+    migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
+    routers=[api.router],
+    handlers=HANDLERS,
+)

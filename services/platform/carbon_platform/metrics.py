@@ -1,0 +1,45 @@
+"""Prometheus metrics of a service process (one prefix, base units, no entity ids as labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "carbon_events_consumed_total",
+    "Events taken from a topic, by outcome (processed, duplicate, rejected, dead_lettered)",
+    ["topic", "type", "outcome"],
+)
+EVENT_HANDLE_SECONDS = Histogram(
+    "carbon_event_handle_seconds",
+    "Time to handle one consumed event, including its database transaction",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_PUBLISHED = Counter(
+    "carbon_events_published_total", "Events the outbox relay published", ["topic", "type"]
+)
+OUTBOX_PENDING = Gauge("carbon_outbox_pending", "Outbox rows committed but not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "carbon_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row"
+)
+DEAD_LETTERS = Counter(
+    "carbon_dead_letters_total", "Messages sent to the dead-letter topic", ["topic", "error_class"]
+)
+RELAY_ERRORS = Counter("carbon_relay_errors_total", "Failed outbox relay attempts")
+HTTP_REQUESTS = Counter(
+    "carbon_http_requests_total", "HTTP requests served", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "carbon_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
+)
+WORKER_READY = Gauge("carbon_worker_ready", "1 once the stream worker has joined its group")
+
+# Business counters, set by the services that own the facts.
+REPORTS_SUBMITTED = Counter("carbon_reports_submitted_total", "Emissions reports submitted")
+ALLOWANCES_ISSUED = Counter(
+    "carbon_allowances_issued_total", "Allowances credited to accounts", ["kind"]
+)
+ALLOWANCES_SURRENDERED = Counter(
+    "carbon_allowances_surrendered_total", "Allowances surrendered for compliance"
+)
+NOTIFICATIONS = Counter("carbon_notifications_total", "Notifications recorded", ["recipient_type"])

@@ -1,0 +1,5 @@
+from carbon_platform.runtime import run_service
+
+from reporting.service import SERVICE
+
+run_service(SERVICE)

@@ -1,0 +1,3 @@
+from carbon_platform.migrations import run_env
+
+run_env()

@@ -1,0 +1,1 @@
+"""Verification rules: pure, no I/O."""

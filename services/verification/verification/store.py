@@ -1,0 +1,114 @@
+"""Verification tables: one case per submitted report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from verification.domain.case import Case
+
+metadata = MetaData()
+inbox, outbox = messaging_tables(metadata)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("report_id", String(36), nullable=False, unique=True),
+    Column("credit_code", String(18), nullable=False, index=True),
+    Column("compliance_year", Integer, nullable=False),
+    Column("reported_emissions", ScaledDecimal(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("agency_id", String(64), nullable=True, index=True),
+    Column("verified_emissions", ScaledDecimal(3), nullable=True),
+    Column("opened_at", UtcDateTime(), nullable=False),
+    Column("assigned_at", UtcDateTime(), nullable=True),
+    Column("approved_at", UtcDateTime(), nullable=True),
+    Column("approved_by", String(128), nullable=True),
+    CheckConstraint("status IN ('opened', 'assigned', 'approved')", name="ck_cases_status"),
+    CheckConstraint(
+        "(status = 'opened' AND agency_id IS NULL)"
+        " OR (status <> 'opened' AND agency_id IS NOT NULL)",
+        name="ck_cases_agency",
+    ),
+    CheckConstraint(
+        "(status = 'approved') = (verified_emissions IS NOT NULL)", name="ck_cases_verified"
+    ),
+)
+
+
+def to_case(row: Any) -> Case:
+    return Case(
+        case_id=UUID(row.case_id),
+        report_id=UUID(row.report_id),
+        credit_code=row.credit_code,
+        compliance_year=row.compliance_year,
+        reported_emissions=row.reported_emissions,
+        status=row.status,
+        agency_id=row.agency_id,
+        verified_emissions=row.verified_emissions,
+    )
+
+
+async def get_case(conn: AsyncConnection, *, case_id: str) -> Any:
+    return (await conn.execute(select(cases).where(cases.c.case_id == case_id))).first()
+
+
+async def list_cases(
+    conn: AsyncConnection,
+    *,
+    credit_code: str | None = None,
+    agency_id: str | None = None,
+    status: str | None = None,
+) -> list[Any]:
+    query = select(cases).order_by(cases.c.opened_at)
+    if credit_code:
+        query = query.where(cases.c.credit_code == credit_code)
+    if agency_id:
+        query = query.where(cases.c.agency_id == agency_id)
+    if status:
+        query = query.where(cases.c.status == status)
+    return list(await conn.execute(query))
+
+
+async def open_case(conn: AsyncConnection, *, case: Case, at: datetime) -> None:
+    await conn.execute(
+        cases.insert().values(
+            case_id=str(case.case_id),
+            report_id=str(case.report_id),
+            credit_code=case.credit_code,
+            compliance_year=case.compliance_year,
+            reported_emissions=case.reported_emissions,
+            status=case.status,
+            opened_at=at,
+        )
+    )
+
+
+async def save_assignment(conn: AsyncConnection, *, case: Case, at: datetime) -> None:
+    await conn.execute(
+        update(cases)
+        .where(cases.c.case_id == str(case.case_id))
+        .values(status=case.status, agency_id=case.agency_id, assigned_at=at)
+    )
+
+
+async def save_approval(conn: AsyncConnection, *, case: Case, by: str, at: datetime) -> bool:
+    """False when the case was no longer awaiting approval (a concurrent approval won)."""
+    result = await conn.execute(
+        update(cases)
+        .where(cases.c.case_id == str(case.case_id))
+        .where(cases.c.status == "assigned")  # never approve twice, even under a race
+        .values(
+            status=case.status,
+            verified_emissions=case.verified_emissions,
+            approved_at=at,
+            approved_by=by,
+        )
+    )
+    return result.rowcount == 1
