@@ -108,7 +108,7 @@ class AllocationIssued(EventPayload):
 
     EVENT = "allocation.issued"
 
-    policy: str = Field(description="compliance policy cycle, e.g. shanghai-2024")
+    policy: Identifier = Field(description="compliance policy cycle, e.g. shanghai-2024")
     method: Identifier = Field(description="allocation method from the policy file")
     verified_emissions: TonnesCO2
     final_allocation: Allowances = Field(description="the year's allowances by the method")
@@ -122,7 +122,7 @@ class SurrenderCompleted(EventPayload):
 
     EVENT = "surrender.completed"
 
-    policy: str
+    policy: Identifier
     verified_emissions: TonnesCO2
     obligation: Allowances = Field(description="verified emissions rounded per policy")
     allowances_surrendered: Allowances
@@ -137,7 +137,7 @@ class PreallocationIssued(EventPayload):
 
     EVENT = "preallocation.issued"
 
-    policy: str
+    policy: Identifier
     basis_year: ComplianceYear = Field(description="year whose verified emissions are the basis")
     basis_verified_emissions: TonnesCO2
     ratio: DecimalString

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from carbon_platform.auth import Principal, require
-from carbon_platform.context import ServiceContext, service_context
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from carbon_platform.auth import Principal, require
+from carbon_platform.context import ServiceContext, service_context
 from notifier import store
 
 router = APIRouter(tags=["notifier"])

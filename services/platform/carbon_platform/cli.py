@@ -16,8 +16,8 @@ from typing import Annotated, cast
 
 import typer
 from pydantic import SecretStr
-from carbon_contracts.catalogue import catalogue
 
+from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics, start_tansu, stop_process
 from carbon_platform.settings import REPO_ROOT, Settings

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Generic, TypeVar
 from uuid import UUID, uuid4
+
+from pydantic import ValidationError
 
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.envelope import (
@@ -22,7 +23,6 @@ from carbon_contracts.envelope import (
     parse_event_type,
 )
 from carbon_contracts.events import EventPayload, model_for
-from pydantic import ConfigDict, ValidationError
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -115,12 +115,6 @@ def encode(
     )
 
 
-@cache
-def _tolerant(model: type[P]) -> type[P]:
-    """The same model, ignoring fields it does not know (added later in the same major)."""
-    return type(model.__name__, (model,), {"model_config": ConfigDict(extra="ignore", frozen=True)})
-
-
 def decode(raw: RawMessage) -> Event[EventPayload]:
     missing = [name for name in REQUIRED_HEADERS if raw.header(name) is None]
     if missing:
@@ -141,7 +135,8 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
     if raw.value is None:
         raise PoisonMessage("schema_violation", "empty payload")
     try:
-        payload = _tolerant(model).model_validate_json(raw.value)
+        # Tolerant reader: fields added later in the same major version are ignored, nested too.
+        payload = model.model_validate_json(raw.value, extra="ignore")
         time = datetime.fromisoformat(raw.header("ce_time") or "")
         event_id = str(UUID(raw.header("ce_id")))
     except ValidationError as exc:

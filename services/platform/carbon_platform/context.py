@@ -9,12 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from carbon_contracts.events import EventPayload
-from carbon_contracts.policy import Policy
 from fastapi import APIRouter, Request
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from carbon_contracts.events import EventPayload
+from carbon_contracts.policy import Policy
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Event, Outgoing, encode
 from carbon_platform.outbox import add_to_outbox

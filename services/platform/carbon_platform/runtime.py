@@ -12,11 +12,11 @@ from typing import Any
 import faust
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from carbon_contracts.catalogue import catalogue
-from carbon_contracts.policy import load_policy
 from fastapi import FastAPI
 from mode import Service
 
+from carbon_contracts.catalogue import catalogue
+from carbon_contracts.policy import load_policy
 from carbon_platform import metrics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import RawMessage

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from carbon_contracts.policy import default_policy_path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carbon_contracts.policy import default_policy_path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

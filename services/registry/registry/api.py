@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+
 from carbon_contracts.events import (
     AccountOpened,
     EntityRegistered,
@@ -15,10 +19,6 @@ from carbon_platform import metrics
 from carbon_platform.auth import Principal, require
 from carbon_platform.context import ServiceContext, service_context
 from carbon_platform.errors import Conflict, Invalid, NotFound
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
-
 from registry import store
 from registry.domain import compliance
 from registry.domain.credit_code import InvalidCreditCode, validate_credit_code

@@ -9,7 +9,6 @@ from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import ServiceContext, Transaction
 from carbon_platform.errors import Conflict, Invalid, NotFound
-
 from registry import store
 from registry.domain import compliance
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
-
 from registry import api, store
 from registry.handlers import HANDLERS
 

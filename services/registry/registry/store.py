@@ -6,7 +6,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -22,6 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from carbon_platform.errors import Conflict
+from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
 metadata = MetaData()
 inbox, outbox = messaging_tables(metadata)
@@ -189,15 +191,28 @@ async def move_allowances(
     at: datetime,
 ) -> None:
     """Credit (amount > 0) or debit (amount < 0) a vintage, journalled in the same transaction.
-    The balance check constraint refuses a debit below zero."""
-    await conn.execute(
-        _upsert(conn)(holdings)
-        .values(credit_code=credit_code, vintage=vintage, balance=amount)
-        .on_conflict_do_update(
-            index_elements=["credit_code", "vintage"],
-            set_={"balance": holdings.c.balance + amount},
+    A debit never takes a balance below zero (and the check constraint backs that up)."""
+    if amount > 0:
+        await conn.execute(
+            _upsert(conn)(holdings)
+            .values(credit_code=credit_code, vintage=vintage, balance=amount)
+            .on_conflict_do_update(
+                index_elements=["credit_code", "vintage"],
+                set_={"balance": holdings.c.balance + amount},
+            )
         )
-    )
+    else:
+        debited = await conn.execute(
+            update(holdings)
+            .where(holdings.c.credit_code == credit_code)
+            .where(holdings.c.vintage == vintage)
+            .where(holdings.c.balance >= -amount)
+            .values(balance=holdings.c.balance + amount)
+        )
+        if debited.rowcount != 1:
+            raise Conflict(
+                "insufficient_holdings", f"vintage {vintage} holds fewer than {-amount} allowances"
+            )
     await conn.execute(
         journal.insert().values(
             credit_code=credit_code,

@@ -6,15 +6,15 @@ import json
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
 from carbon_contracts.events import ReportLine, ReportSubmitted
 from carbon_contracts.types import ComplianceYear, DecimalString, Identifier
 from carbon_platform import metrics
 from carbon_platform.auth import Principal, require
 from carbon_platform.context import ServiceContext, service_context
 from carbon_platform.errors import Conflict, Invalid, NotFound
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
-
 from reporting import store
 from reporting.domain.calculation import (
     ActivityLine,

@@ -7,7 +7,6 @@ from typing import Any
 from carbon_contracts.events import EntityRegistered
 from carbon_platform.codec import Event
 from carbon_platform.context import ServiceContext, Transaction
-
 from reporting import store
 
 

@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from sqlalchemy import (
     Column,
     Integer,
@@ -21,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from reporting.domain.calculation import Calculation
 
 metadata = MetaData()

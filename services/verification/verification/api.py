@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+
 from carbon_contracts.events import VerificationApproved, VerificationAssigned
 from carbon_contracts.types import Identifier, TonnesCO2
 from carbon_platform.auth import Principal, require
 from carbon_platform.context import ServiceContext, service_context
 from carbon_platform.errors import Conflict, NotFound
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
-
 from verification import store
 
 router = APIRouter(tags=["verification"])

@@ -8,7 +8,6 @@ from carbon_contracts.events import ReportSubmitted
 from carbon_platform.codec import Event
 from carbon_platform.context import ServiceContext, Transaction
 from carbon_platform.errors import Conflict
-
 from verification import store
 from verification.domain.case import Case, case_id_for
 

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from verification.domain.case import Case
 
 metadata = MetaData()

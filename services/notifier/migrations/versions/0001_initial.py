@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
 from carbon_platform.migrations import create_messaging_tables_v1
 
 revision: str = "0001"
