@@ -9,6 +9,7 @@ from typing import Any, get_args
 
 import pytest
 import yaml
+
 from carbon_contracts import export
 from carbon_contracts.catalogue import ServiceName, catalogue
 from carbon_contracts.envelope import dataschema_uri, event_type_name

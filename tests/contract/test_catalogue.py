@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
+
 from carbon_contracts.catalogue import ServiceName, Topic, catalogue
 from carbon_contracts.events import EVENT_MODELS
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from carbon_contracts.compat import breaking_changes
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import ValidationError
+
 from carbon_contracts import export
 from carbon_contracts.envelope import dataschema_uri
 from carbon_contracts.events import EVENT_MODELS
 from carbon_contracts.policy import default_policy_path, load_policy
-from jsonschema import Draft202012Validator, FormatChecker
-from pydantic import ValidationError
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 EVENTS = sorted(EVENT_MODELS)

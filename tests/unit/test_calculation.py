@@ -8,10 +8,11 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from carbon_contracts.policy import default_policy_path, load_policy
-from carbon_contracts.types import EMISSIONS_PATTERN, EMISSIONS_SCALE
 from hypothesis import given
 from hypothesis import strategies as st
+
+from carbon_contracts.policy import default_policy_path, load_policy
+from carbon_contracts.types import EMISSIONS_PATTERN, EMISSIONS_SCALE
 from reporting.domain.calculation import (
     SOURCES,
     ActivityLine,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from carbon_contracts.types import CREDIT_CODE_PATTERN
 from hypothesis import given
 from hypothesis import strategies as st
+
+from carbon_contracts.types import CREDIT_CODE_PATTERN
 from registry.domain.credit_code import (
     CHARSET,
     InvalidCreditCode,

@@ -43,3 +43,9 @@ ALLOWANCES_SURRENDERED = Counter(
     "carbon_allowances_surrendered_total", "Allowances surrendered for compliance"
 )
 NOTIFICATIONS = Counter("carbon_notifications_total", "Notifications recorded", ["recipient_type"])
+
+# Known label values start at zero, so rates and increases see the first event.
+for _kind in ("allocation", "preallocation"):
+    ALLOWANCES_ISSUED.labels(_kind)
+for _recipient in ("entity", "district"):
+    NOTIFICATIONS.labels(_recipient)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,8 +145,11 @@ class ServiceWorker(faust.Worker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         self.started_up = True
-        metrics.WORKER_READY.set(1)
         log.info("worker ready")
+
+    @property
+    def processing(self) -> bool:
+        return self.started_up and not self.app.rebalancing
 
 
 def run_service(definition: ServiceDefinition) -> None:
@@ -205,7 +210,7 @@ def run_service(definition: ServiceDefinition) -> None:
         relay = relay_service.relay
         return {
             "broker": relay is not None and relay.healthy,
-            "worker": worker.started_up and not app.rebalancing,
+            "worker": worker.processing,
             "handlers": not consumer.transient_failure,
         }
 
@@ -228,4 +233,22 @@ def run_service(definition: ServiceDefinition) -> None:
         redirect_stdouts=False,
         quiet=True,
     )
+    metrics.WORKER_READY.set_function(lambda: float(worker.processing))
+    wait_for_broker(settings.kafka_bootstrap)
     worker.execute_from_commandline()
+
+
+def wait_for_broker(bootstrap: str) -> None:
+    """Block until a bootstrap server accepts connections, instead of crash-looping."""
+    servers = [server.strip().rpartition(":") for server in bootstrap.split(",")]
+    backoff = 0.2
+    while True:
+        for host, _, port in servers:
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    return
+            except OSError:
+                pass
+        log.warning("no Kafka broker reachable at %s; retrying in %.1fs", bootstrap, backoff)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,192 @@
+"""The verification service against the real embedded broker and a real database: consumption
+through the inbox, the outbox, dead letters, duplicates and a crash mid-stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from carbon_contracts.events import ReportLine, ReportSubmitted
+from carbon_platform.codec import Outgoing, encode
+from registry.domain.credit_code import make_credit_code
+from tests.support import (
+    Database,
+    ServiceProcess,
+    embedded_broker,
+    produce,
+    read_topic,
+    token,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+REGULATOR = token("regulator")
+
+
+def report_event(seed: int) -> Outgoing:
+    payload = ReportSubmitted(
+        credit_code=make_credit_code(seed),
+        compliance_year=2024,
+        report_id=uuid4(),
+        factor_table="shanghai-default-2024.1",
+        lines=[
+            ReportLine(
+                source="heat",
+                activity=Decimal(1000),
+                unit="GJ",
+                factor=Decimal("0.06"),
+                emissions=Decimal("60.000"),
+            )
+        ],
+        total_emissions=Decimal("60.000"),
+        submitted_at=datetime.now(UTC),
+    )
+    return encode(payload, source="/carbon/reporting", time=datetime.now(UTC))
+
+
+def send(bootstrap: str, *events: Outgoing) -> None:
+    produce(bootstrap, "report.submitted", [(e.key, e.value, e.headers) for e in events])
+
+
+def cases(service: ServiceProcess) -> list[dict[str, object]]:
+    reply = httpx.get(f"{service.url}/cases", headers=REGULATOR, timeout=5)
+    reply.raise_for_status()
+    result: list[dict[str, object]] = reply.json()
+    return result
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[str, ServiceProcess]]:
+    database = Database.for_test()
+    with embedded_broker(tmp_path) as bootstrap:
+        service = ServiceProcess("verification", bootstrap, tmp_path, database).start()
+        try:
+            yield bootstrap, service
+        finally:
+            service.stop()
+            database.drop(["verification"])
+
+
+def test_a_submitted_report_opens_one_case(stack: tuple[str, ServiceProcess]) -> None:
+    bootstrap, service = stack
+    event = report_event(1)
+    send(bootstrap, event)
+
+    opened = wait_until(lambda: cases(service), timeout=30, what="the case")
+    assert [c["report_id"] for c in opened] == [json.loads(event.value)["report_id"]]
+    assert opened[0]["status"] == "opened"
+    assert opened[0]["reported_emissions"] == "60.000"
+    assert (
+        service.metric(
+            "carbon_events_consumed_total", topic="report.submitted", outcome="processed"
+        )
+        == 1
+    )
+
+
+def test_the_same_event_delivered_twice_changes_state_once(
+    stack: tuple[str, ServiceProcess],
+) -> None:
+    bootstrap, service = stack
+    event = report_event(2)
+    send(bootstrap, event, event)
+
+    wait_until(
+        lambda: service.metric("carbon_events_consumed_total", outcome="duplicate") == 1,
+        timeout=30,
+        what="the duplicate to be recognised",
+    )
+    assert len(cases(service)) == 1
+    assert service.scalar("SELECT count(*) FROM inbox") == 1
+
+
+def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_processed(
+    stack: tuple[str, ServiceProcess],
+) -> None:
+    bootstrap, service = stack
+    good = report_event(3)
+    poison_headers = [(name, value) for name, value in good.headers if name != "ce_type"]
+    produce(
+        bootstrap,
+        "report.submitted",
+        [
+            (good.key, b"\xff not json", poison_headers),  # bad bytes and a missing header
+            (good.key, good.value, good.headers),
+        ],
+    )
+
+    wait_until(lambda: cases(service), timeout=30, what="the good message's case")
+    dead = wait_until(lambda: read_topic(bootstrap, "verification.dlq"), timeout=15, what="DLQ")
+    assert len(dead) == 1
+    letter = dead[0]
+    assert letter.value == b"\xff not json"  # the original bytes
+    assert letter.key == good.key
+    assert letter.headers["ce_id"] == dict(good.headers)["ce_id"]  # original headers kept
+    assert letter.headers["dlq_original_topic"] == b"report.submitted"
+    assert letter.headers["dlq_error_class"] == b"missing_header"
+    assert b"ce_type" in letter.headers["dlq_error_message"]
+    assert {"dlq_original_partition", "dlq_original_offset", "dlq_failed_at"} <= set(letter.headers)
+    assert service.metric("carbon_dead_letters_total", error_class="missing_header") == 1
+    assert len(cases(service)) == 1
+
+
+def test_a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
+    stack: tuple[str, ServiceProcess],
+) -> None:
+    bootstrap, service = stack
+    events = [report_event(100 + i) for i in range(300)]
+    send(bootstrap, *events)
+    wait_until(lambda: len(cases(service)) >= 20, timeout=30, what="processing to begin")
+
+    service.kill()  # SIGKILL mid-stream: uncommitted offsets will be delivered again
+    service.start()
+
+    expected = {json.loads(e.value)["report_id"] for e in events}
+    final = wait_until(
+        lambda: (found := cases(service)) and len(found) >= len(expected) and found,
+        timeout=120,
+        what="all cases after the restart",
+    )
+    assert sorted(c["report_id"] for c in final) == sorted(expected)
+    assert service.scalar("SELECT count(*) FROM cases") == len(expected)
+    assert service.scalar("SELECT count(*) FROM inbox") == len(expected)
+
+
+def test_a_command_commits_its_event_and_a_rejected_one_publishes_nothing(
+    stack: tuple[str, ServiceProcess],
+) -> None:
+    bootstrap, service = stack
+    send(bootstrap, report_event(4))
+    case = wait_until(lambda: cases(service), timeout=30, what="the case")[0]
+
+    assigned = httpx.post(
+        f"{service.url}/cases/{case['case_id']}/assign",
+        json={"agency_id": "agency-a"},
+        headers=REGULATOR,
+        timeout=5,
+    )
+    assert assigned.status_code == 200, assigned.text
+    other_agency = httpx.post(
+        f"{service.url}/cases/{case['case_id']}/approve",
+        json={"verified_emissions": "59.000"},
+        headers=token("verifier", agency="agency-b"),
+        timeout=5,
+    )
+    assert other_agency.status_code == 403
+    assert other_agency.json()["error"]["code"] == "other_agency"
+
+    published = wait_until(
+        lambda: read_topic(bootstrap, "verification.assigned"), timeout=15, what="the event"
+    )
+    assert [json.loads(r.value or b"")["case_id"] for r in published] == [case["case_id"]]
+    assert read_topic(bootstrap, "verification.approved") == []
+    assert service.scalar("SELECT count(*) FROM outbox") == 1
+    assert service.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    assert cases(service)[0]["status"] == "assigned"

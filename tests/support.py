@@ -1,0 +1,293 @@
+"""Test harness: the real embedded broker, real databases, service processes, and a subscriber
+that knows only the published contracts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from carbon_contracts.catalogue import catalogue
+from carbon_platform.broker import create_topics, start_tansu, stop_process
+
+REPO = Path(__file__).resolve().parents[1]
+JWT_SECRET = "test-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1
+) -> Any:
+    """Poll with a deadline (never a bare sleep); returns the first truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@contextmanager
+def embedded_broker(log_dir: Path) -> Iterator[str]:
+    """A fresh in-memory Tansu broker with the catalogue's topics."""
+    port = free_port()
+    process = start_tansu(port, log_dir / "broker.log")
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(create_topics(bootstrap, catalogue()))
+        yield bootstrap
+    finally:
+        stop_process(process)
+
+
+@dataclass
+class Database:
+    """Where a test's services keep their state: PostgreSQL schemas when
+    CARBON_TEST_DATABASE_URL is set (CI), SQLite files otherwise."""
+
+    url: str | None
+    schema_prefix: str
+
+    @classmethod
+    def for_test(cls) -> Database:
+        return cls(
+            url=os.environ.get("CARBON_TEST_DATABASE_URL"),
+            schema_prefix=f"t{uuid.uuid4().hex[:10]}_",
+        )
+
+    def env(self, service: str) -> dict[str, str]:
+        if not self.url:
+            return {}
+        return {
+            "CARBON_DATABASE_URL": self.url,
+            "CARBON_DATABASE_SCHEMA": f"{self.schema_prefix}{service}",
+        }
+
+    def drop(self, services: list[str]) -> None:
+        if self.url:
+            asyncio.run(self._drop(services))
+
+    async def _drop(self, services: list[str]) -> None:
+        engine = create_async_engine(self.url or "")
+        async with engine.begin() as conn:
+            for service in services:
+                await conn.execute(
+                    text(f'DROP SCHEMA IF EXISTS "{self.schema_prefix}{service}" CASCADE')
+                )
+        await engine.dispose()
+
+
+@dataclass
+class ServiceProcess:
+    """One service as `python -m <service>`, as it runs in production."""
+
+    name: str
+    bootstrap: str
+    var_dir: Path
+    database: Database
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.var_dir / f'{self.name}.db'}"
+
+    @property
+    def schema(self) -> str | None:
+        return f"{self.database.schema_prefix}{self.name}" if self.database.url else None
+
+    def start(self, *, wait: bool = True) -> ServiceProcess:
+        env = {
+            **os.environ,
+            "CARBON_KAFKA_BOOTSTRAP": self.bootstrap,
+            "CARBON_VAR_DIR": str(self.var_dir),
+            "CARBON_HTTP_PORT": str(self.port),
+            "CARBON_JWT_SECRET": JWT_SECRET,
+            "CARBON_LOG_FORMAT": "json",
+            **self.database.env(self.name),
+        }
+        log = (self.var_dir / f"{self.name}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.name], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/ready", timeout=1) as reply:
+                    return bool(reply.status == 200)
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=timeout, what=f"{self.name} ready")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final offset commit."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.var_dir / f"{self.name}.log"
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples matching the labels, read from /metrics."""
+        body = httpx.get(f"{self.url}/metrics", timeout=5).text
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric_name, _, label_text = series.partition("{")
+            if metric_name != name:
+                continue
+            if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
+                total += float(value)
+        return total
+
+    def scalar(self, sql: str) -> Any:
+        """Read the service's own database directly (tests may; services never do)."""
+
+        async def query() -> Any:
+            connect_args = {"server_settings": {"search_path": self.schema}} if self.schema else {}
+            engine = create_async_engine(self.database_url, connect_args=connect_args)
+            try:
+                async with engine.connect() as conn:
+                    return (await conn.execute(text(sql))).scalar()
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(query())
+
+
+def token(role: str, **claims: str) -> dict[str, str]:
+    from datetime import UTC, datetime
+
+    from pydantic import SecretStr
+
+    from carbon_platform.auth import issue_token
+    from carbon_platform.settings import Settings
+
+    settings = Settings(jwt_secret=SecretStr(JWT_SECRET))
+    value = issue_token(
+        settings,
+        role=role,
+        subject=f"test-{role}",
+        now=datetime.now(UTC),
+        **claims,  # type: ignore[arg-type]
+    )
+    return {"Authorization": f"Bearer {value}"}
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        return json.loads(self.value or b"null")
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Record]:
+    """Everything on a topic right now, from the beginning, without joining a group."""
+
+    async def read() -> list[Record]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in range(catalogue().topic(topic).partitions)
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            records: list[Record] = []
+            remaining = {tp for tp, end in ends.items() if end > 0}
+            while remaining:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for tp, messages in batch.items():
+                    for m in messages:
+                        records.append(
+                            Record(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers))
+                        )
+                        if m.offset + 1 >= ends[tp]:
+                            remaining.discard(tp)
+                if not batch:
+                    # Tansu reports end offsets inclusive of nothing else; re-check positions.
+                    for tp in list(remaining):
+                        if await consumer.position(tp) >= ends[tp]:
+                            remaining.discard(tp)
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all"
+        )
+        await producer.start()
+        try:
+            for key, value, headers in records:
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

@@ -1,0 +1,160 @@
+"""Notifications for the entity concerned and its district bureau, from each v1 event."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from carbon_contracts import events as ev
+from carbon_contracts.policy import default_policy_path, load_policy
+from carbon_contracts.resources import contract_path
+from notifier.domain.messages import Notification, notifications_for
+
+POLICY = load_policy(default_policy_path())
+CODE = "91310115MA1K4C8N23"
+EXAMPLE_FILES = sorted(contract_path("events").glob("*/examples/*.json"))
+DISTRICT_EVENTS = {"entity.registered", "report.submitted", "surrender.completed"}
+
+
+def load_example(path: Path) -> ev.EventPayload:
+    event = path.parent.parent.name
+    return ev.EVENT_MODELS[event].model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+EXAMPLES = [pytest.param(load_example(path), id=path.parent.parent.name) for path in EXAMPLE_FILES]
+
+
+def example(event: str) -> ev.EventPayload:
+    (path,) = (p for p in EXAMPLE_FILES if p.parent.parent.name == event)
+    return load_example(path)
+
+
+def to_entity(payload: ev.EventPayload, district: str | None = "pudong") -> Notification:
+    (entity,) = [
+        n
+        for n in notifications_for(payload, district=district, policy=POLICY)
+        if n.recipient_type == "entity"
+    ]
+    return entity
+
+
+def test_there_is_one_example_per_event_type() -> None:
+    assert len(EXAMPLE_FILES) == 8
+    assert {p.parent.parent.name for p in EXAMPLE_FILES} == set(ev.EVENT_MODELS)
+
+
+@pytest.mark.parametrize("payload", EXAMPLES)
+def test_every_event_notifies_the_entity_by_credit_code(payload: ev.EventPayload) -> None:
+    notes = notifications_for(payload, district="pudong", policy=POLICY)
+    entity = [n for n in notes if n.recipient_type == "entity"]
+    assert len(entity) == 1
+    assert entity[0].recipient_id == CODE == payload.credit_code
+    assert entity[0].subject
+    assert entity[0].message
+
+
+@pytest.mark.parametrize("payload", EXAMPLES)
+def test_the_district_is_told_only_of_roster_reports_and_surrenders(
+    payload: ev.EventPayload,
+) -> None:
+    notes = notifications_for(payload, district="pudong", policy=POLICY)
+    district = [n for n in notes if n.recipient_type == "district"]
+    if payload.EVENT in DISTRICT_EVENTS:
+        assert len(district) == 1
+        assert district[0].recipient_id == "pudong"
+        assert CODE in district[0].subject
+        assert CODE in district[0].message or "上海示例化工有限公司" in district[0].message
+    else:
+        assert district == []
+    assert len(notes) == 1 + len(district)
+
+
+@pytest.mark.parametrize("payload", EXAMPLES)
+def test_no_district_notification_without_a_known_district(payload: ev.EventPayload) -> None:
+    notes = notifications_for(payload, district=None, policy=POLICY)
+    assert [n.recipient_type for n in notes] == ["entity"]
+    assert notes[0] == to_entity(payload, district="pudong")
+
+
+def test_the_district_notification_goes_to_the_district_given() -> None:
+    notes = notifications_for(example("report.submitted"), district="minhang", policy=POLICY)
+    assert [(n.recipient_type, n.recipient_id) for n in notes] == [
+        ("entity", CODE),
+        ("district", "minhang"),
+    ]
+
+
+def test_allocation_message_gives_the_surrender_deadline_in_shanghai_time() -> None:
+    note = to_entity(example("allocation.issued"))
+    assert note.subject == "2024 allowances issued"
+    assert "2025-06-30 17:00" in note.message
+    assert "24252 allowances credited" in note.message
+    assert "historical_emissions" in note.message
+    assert "09:00" not in note.message  # not UTC
+
+
+def test_assignment_message_gives_the_verification_window_in_shanghai_time() -> None:
+    note = to_entity(example("verification.assigned"))
+    assert "sh-verifier-03" in note.message
+    assert "2025-04-01 00:00" in note.message
+    assert "2025-05-31 23:59" in note.message
+
+
+def test_a_new_entrant_is_told_to_open_accounts_by_the_deadline() -> None:
+    payload = example("entity.registered")
+    assert isinstance(payload, ev.EntityRegistered)
+    assert payload.new_entrant
+    note = to_entity(payload)
+    assert "new entrant" in note.message
+    assert "2025-03-31 23:59" in note.message
+
+
+def test_an_existing_entity_gets_no_new_entrant_text() -> None:
+    payload = example("entity.registered").model_copy(update={"new_entrant": False})
+    note = to_entity(payload)
+    assert "上海示例化工有限公司 is a covered entity for 2024." == note.message
+    assert "new entrant" not in note.message
+    assert "2025-03-31" not in note.message
+
+
+def test_report_message_quotes_the_exact_total_and_factor_table() -> None:
+    note = to_entity(example("report.submitted"))
+    assert note.subject == "2024 emissions report received"
+    assert "5f0c2a8e-7d1b-4c39-9e6a-2b8f41d7c305" in note.message
+    assert "24251.551 tCO2e" in note.message
+    assert "shanghai-default-2024.1" in note.message
+
+
+def test_verification_message_quotes_verified_and_reported_emissions() -> None:
+    payload = example("verification.approved").model_copy(
+        update={"verified_emissions": __import__("decimal").Decimal("24000.500")}
+    )
+    note = to_entity(payload)
+    assert "Verified emissions: 24000.500 tCO2e" in note.message
+    assert "reported 24251.551" in note.message
+
+
+def test_surrender_messages_say_whether_on_time() -> None:
+    payload = example("surrender.completed")
+    on_time = notifications_for(payload, district="pudong", policy=POLICY)
+    assert all("on time" in n.message for n in on_time)
+    assert "23052 allowances and 1200 offsets" in on_time[0].message
+    assert "obligation of 24252" in on_time[1].message
+    late = notifications_for(
+        payload.model_copy(update={"on_time": False}), district="pudong", policy=POLICY
+    )
+    assert all("after the deadline" in n.message for n in late)
+
+
+def test_preallocation_message_names_year_ratio_and_basis() -> None:
+    note = to_entity(example("preallocation.issued"))
+    assert note.subject == "2025 pre-allocation issued"
+    assert "19401 pre-allocated 2025 allowances" in note.message
+    assert "0.8 of 2024 verified emissions" in note.message
+
+
+def test_account_message_names_the_account() -> None:
+    note = to_entity(example("account.opened"))
+    assert "SHEA-91310115MA1K4C8N23" in note.message
