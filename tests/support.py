@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -208,21 +208,30 @@ class ServiceProcess:
         return asyncio.run(query())
 
 
-def token(role: str, **claims: str) -> dict[str, str]:
+def token(
+    role: str,
+    *,
+    credit_code: str | None = None,
+    agency: str | None = None,
+    district: str | None = None,
+) -> dict[str, str]:
+    """Authorization header with a token signed like the services' own."""
     from datetime import UTC, datetime
 
     from pydantic import SecretStr
 
-    from carbon_platform.auth import issue_token
+    from carbon_platform.auth import Role, issue_token
     from carbon_platform.settings import Settings
 
     settings = Settings(jwt_secret=SecretStr(JWT_SECRET))
     value = issue_token(
         settings,
-        role=role,
+        role=cast(Role, role),
         subject=f"test-{role}",
         now=datetime.now(UTC),
-        **claims,  # type: ignore[arg-type]
+        credit_code=credit_code,
+        agency=agency,
+        district=district,
     )
     return {"Authorization": f"Bearer {value}"}
 

@@ -102,9 +102,7 @@ def test_decode_refuses_a_token_signed_with_another_secret() -> None:
 
 
 def test_decode_refuses_an_expired_token() -> None:
-    token = issue_token(
-        SETTINGS, role="regulator", subject="bureau", now=now() - timedelta(days=1)
-    )
+    token = issue_token(SETTINGS, role="regulator", subject="bureau", now=now() - timedelta(days=1))
     with pytest.raises(ValueError, match="expired"):
         decode_token(SETTINGS, token)
 
@@ -129,9 +127,7 @@ def test_decode_refuses_an_unknown_role() -> None:
 
 
 @pytest.mark.parametrize(("role", "binding"), [rb for rb in ROLE_BINDINGS if rb[1]])
-def test_decode_refuses_a_bound_role_without_its_claim(
-    role: Role, binding: dict[str, str]
-) -> None:
+def test_decode_refuses_a_bound_role_without_its_claim(role: Role, binding: dict[str, str]) -> None:
     (claim,) = binding
     with pytest.raises(ValueError, match=f"lacks the {claim} claim"):
         decode_token(SETTINGS, forge({"role": role}))
@@ -207,9 +203,7 @@ def test_require_with_another_scheme_is_401() -> None:
 
 
 def test_require_with_an_expired_token_is_401() -> None:
-    token = issue_token(
-        SETTINGS, role="regulator", subject="bureau", now=now() - timedelta(days=1)
-    )
+    token = issue_token(SETTINGS, role="regulator", subject="bureau", now=now() - timedelta(days=1))
     response = make_client().get("/bureau", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 

@@ -63,8 +63,8 @@ KEEP = _Keep()
 def raw_from(
     outgoing: Outgoing,
     *,
-    key: bytes | None | _Keep = KEEP,
-    value: bytes | None | _Keep = KEEP,
+    key: bytes | _Keep | None = KEEP,
+    value: bytes | _Keep | None = KEEP,
     set_headers: dict[str, str] | None = None,
     drop_headers: tuple[str, ...] = (),
 ) -> RawMessage:
@@ -332,9 +332,7 @@ def test_float_emissions_inside_a_line_are_a_schema_violation() -> None:
 
 
 def test_a_payload_of_another_type_is_a_schema_violation() -> None:
-    raw = raw_from(
-        report_outgoing(), set_headers={"ce_type": "cn.sh.carbon.allocation.issued.v1"}
-    )
+    raw = raw_from(report_outgoing(), set_headers={"ce_type": "cn.sh.carbon.allocation.issued.v1"})
     assert poison(raw).error_class == "schema_violation"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_a_new_entrant_is_told_to_open_accounts_by_the_deadline() -> None:
 def test_an_existing_entity_gets_no_new_entrant_text() -> None:
     payload = example("entity.registered").model_copy(update={"new_entrant": False})
     note = to_entity(payload)
-    assert "上海示例化工有限公司 is a covered entity for 2024." == note.message
+    assert note.message == "上海示例化工有限公司 is a covered entity for 2024."
     assert "new entrant" not in note.message
     assert "2025-03-31" not in note.message
 
@@ -129,7 +130,7 @@ def test_report_message_quotes_the_exact_total_and_factor_table() -> None:
 
 def test_verification_message_quotes_verified_and_reported_emissions() -> None:
     payload = example("verification.approved").model_copy(
-        update={"verified_emissions": __import__("decimal").Decimal("24000.500")}
+        update={"verified_emissions": Decimal("24000.500")}
     )
     note = to_entity(payload)
     assert "Verified emissions: 24000.500 tCO2e" in note.message

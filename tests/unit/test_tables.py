@@ -97,9 +97,7 @@ def test_scaled_decimal_reads_back_with_the_fixed_scale() -> None:
 @pytest.mark.parametrize("text", ["24251.551", "0.000", "5", "2880.0", "0.001", "1.2340"])
 def test_scaled_decimal_round_trips(text: str) -> None:
     column = ScaledDecimal(3)
-    result = column.process_result_value(
-        column.process_bind_param(Decimal(text), SQLITE), SQLITE
-    )
+    result = column.process_result_value(column.process_bind_param(Decimal(text), SQLITE), SQLITE)
     assert result == Decimal(text)
     assert result is not None
     assert result.as_tuple().exponent == -3

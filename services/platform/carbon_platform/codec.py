@@ -89,6 +89,8 @@ def encode(
     caused_by: Event[EventPayload] | None = None,
     event_id: str | None = None,
 ) -> Outgoing:
+    if time.tzinfo is None:
+        raise ValueError("ce_time must carry a UTC offset")
     event = payload.EVENT
     event_id = event_id or str(uuid4())
     headers: dict[str, str] = {
@@ -124,7 +126,7 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
             "unsupported_specversion", f"ce_specversion {raw.header('ce_specversion')}"
         )
     content_type = raw.header("content-type") or ""
-    if content_type.split(";")[0].strip() != CONTENT_TYPE:
+    if content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
         raise PoisonMessage("unsupported_content_type", f"content-type {content_type!r}")
     ce_type = raw.header("ce_type") or ""
     try:
@@ -139,6 +141,8 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
         payload = model.model_validate_json(raw.value, extra="ignore")
         time = datetime.fromisoformat(raw.header("ce_time") or "")
         event_id = str(UUID(raw.header("ce_id")))
+        if time.tzinfo is None:
+            raise ValueError("ce_time has no UTC offset")
     except ValidationError as exc:
         raise PoisonMessage("schema_violation", _summarise(exc)) from exc
     except ValueError as exc:

@@ -1,0 +1,364 @@
+"""The whole platform as a user drives it: `carbon up`, the README's walk from registration to
+pre-allocation over HTTP, and an outside subscriber that knows only contracts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.v1.kafka import KafkaMessage, from_binary
+from jsonschema import Draft202012Validator, FormatChecker
+
+from registry.domain.credit_code import make_credit_code
+from tests.support import (
+    JWT_SECRET,
+    REPO,
+    Database,
+    Record,
+    free_port,
+    read_topic,
+    token,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("reporting", "verification", "registry", "notifier")
+PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
+
+
+@dataclass
+class Platform:
+    bootstrap: str
+    urls: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+
+def _port_offset() -> int:
+    """An offset that moves all four service ports onto free ones."""
+    while True:
+        offset = free_port() - 8001
+        ports = [port + offset for port in PORTS.values()]
+        if max(ports) < 65000 and all(_is_free(port) for port in ports):
+            return offset
+
+
+def _is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    var_dir = tmp_path_factory.mktemp("platform")
+    database = Database.for_test()
+    kafka_port, offset = free_port(), _port_offset()
+    env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
+    env.pop("CARBON_KAFKA_BOOTSTRAP", None)
+    command = [
+        sys.executable,
+        "-m",
+        "carbon_platform.cli",
+        "up",
+        "--kafka-port",
+        str(kafka_port),
+        "--port-offset",
+        str(offset),
+        "--var-dir",
+        str(var_dir),
+        "--ready-timeout",
+        "90",
+    ]
+    if database.url:
+        env["CARBON_DATABASE_URL"] = database.url
+        command += ["--schema-prefix", database.schema_prefix]
+    output = (var_dir / "carbon-up.out").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
+    try:
+        wait_until(
+            lambda: (
+                _fail_if_exited(process, var_dir)
+                or b"Ctrl-C stops everything" in (var_dir / "carbon-up.out").read_bytes()
+            ),
+            timeout=120,
+            what="carbon up",
+            every=0.5,
+        )
+        yield Platform(f"127.0.0.1:{kafka_port}", urls, process)
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        database.drop(list(SERVICES))
+    assert process.returncode == 0, (var_dir / "carbon-up.out").read_text()
+    assert b"stopped." in (var_dir / "carbon-up.out").read_bytes()
+
+
+def _fail_if_exited(process: subprocess.Popen[bytes], var_dir: Path) -> bool:
+    if process.poll() is not None:
+        logs = "\n".join(p.read_text()[-3000:] for p in sorted(var_dir.rglob("*.log")))
+        raise AssertionError(f"carbon up exited: {(var_dir / 'carbon-up.out').read_text()}\n{logs}")
+    return False
+
+
+def _schemas_by_id() -> dict[str, dict[str, Any]]:
+    """What an outside subscriber has: the committed schema files, found by their $id."""
+    schemas = {}
+    for path in (REPO / "contracts" / "events").glob("*/v*.schema.json"):
+        schema = json.loads(path.read_text())
+        schemas[schema["$id"]] = schema
+    return schemas
+
+
+def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
+    """Valid CloudEvents binary-mode headers and a payload valid against its ce_dataschema."""
+    cloud_event = from_binary(
+        KafkaMessage(headers=record.headers, key=record.key, value=record.value or b"")
+    )
+    attributes = cloud_event.get_attributes()
+    assert attributes["specversion"] == "1.0"
+    assert attributes["type"] == f"cn.sh.carbon.{event}.v1"
+    assert attributes["source"].startswith("/carbon/")
+    assert attributes["datacontenttype"] == "application/json"
+    assert attributes["subject"] == (record.key or b"").decode()
+    schema = _schemas_by_id()[attributes["dataschema"]]
+    payload = cloud_event.get_data()
+    errors = sorted(
+        Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(payload), key=str
+    )
+    assert not errors, errors
+    assert payload["credit_code"] == attributes["subject"]
+    return dict(payload)
+
+
+def events_of(platform: Platform, event: str, credit_code: str) -> list[dict[str, Any]]:
+    return [
+        check_as_outside_subscriber(record, event)
+        for record in read_topic(platform.bootstrap, event)
+        if record.key == credit_code.encode()
+    ]
+
+
+def await_event(platform: Platform, event: str, credit_code: str) -> dict[str, Any]:
+    found = wait_until(
+        lambda: events_of(platform, event, credit_code), timeout=30, what=f"{event} on its topic"
+    )
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_walk_from_registration_to_preallocation(platform: Platform) -> None:
+    urls, code = platform.urls, make_credit_code(2024)
+    regulator = token("regulator")
+    entity = token("entity", credit_code=code)
+    verifier = token("verifier", agency="sh-verify-01")
+    client = httpx.Client(timeout=10)
+
+    registered = client.post(
+        f"{urls['registry']}/entities",
+        headers=regulator,
+        json={
+            "credit_code": code,
+            "name": "上海示例化工有限公司",
+            "district": "pudong",
+            "sector": "chemicals",
+            "compliance_year": 2024,
+            "new_entrant": True,
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    assert (
+        client.post(f"{urls['registry']}/entities/{code}/account", headers=entity).status_code
+        == 201
+    )
+    await_event(platform, "entity.registered", code)
+    assert await_event(platform, "account.opened", code)["account_id"] == f"SHEA-{code}"
+
+    # The reporting service learns the roster from entity.registered, so retry until it has.
+    def submit() -> httpx.Response | None:
+        reply = client.post(
+            f"{urls['reporting']}/reports",
+            headers=entity,
+            json={
+                "compliance_year": 2024,
+                "lines": [
+                    {"source": "electricity", "activity": "2450.8"},
+                    {"source": "heat", "activity": "48000"},
+                    {"source": "fuel", "fuel": "natural_gas", "activity": "512.36"},
+                ],
+            },
+        )
+        return reply if reply.status_code != 404 else None
+
+    report = wait_until(submit, timeout=30, what="reporting to know the entity")
+    assert report.status_code == 201, report.text
+    assert report.json()["total_emissions"] == "24251.551"
+    assert await_event(platform, "report.submitted", code)["total_emissions"] == "24251.551"
+
+    case = wait_until(
+        lambda: client.get(f"{urls['verification']}/cases", headers=entity).json(),
+        timeout=30,
+        what="the verification case",
+    )[0]
+    assigned = client.post(
+        f"{urls['verification']}/cases/{case['case_id']}/assign",
+        headers=regulator,
+        json={"agency_id": "sh-verify-01"},
+    )
+    assert assigned.status_code == 200, assigned.text
+    approved = client.post(
+        f"{urls['verification']}/cases/{case['case_id']}/approve",
+        headers=verifier,
+        json={"verified_emissions": "24251.551"},
+    )
+    assert approved.status_code == 200, approved.text
+    await_event(platform, "verification.assigned", code)
+    await_event(platform, "verification.approved", code)
+    allocation = await_event(platform, "allocation.issued", code)
+    assert allocation["allowances"] == 24252
+
+    surrendered = client.post(
+        f"{urls['registry']}/entities/{code}/surrenders",
+        headers=entity,
+        json={"compliance_year": 2024, "allowances": 24252},
+    )
+    assert surrendered.status_code == 201, surrendered.text
+    completed = await_event(platform, "surrender.completed", code)
+    assert (completed["obligation"], completed["allowances_surrendered"]) == (24252, 24252)
+    preallocation = await_event(platform, "preallocation.issued", code)
+    assert (preallocation["compliance_year"], preallocation["allowances"]) == (2025, 19401)
+
+    status = client.get(f"{urls['registry']}/entities/{code}", headers=entity).json()
+    assert status["holdings"] == [
+        {"vintage": 2024, "allowances": 0},
+        {"vintage": 2025, "allowances": 19401},
+    ]
+    assert status["compliance"][0]["status"] == "compliant"
+
+    # The notifier told the entity of all eight steps, and its district of three.
+    notes = wait_until(
+        lambda: (
+            (n := client.get(f"{urls['notifier']}/notifications", headers=entity).json())
+            and len(n) == 8
+            and n
+        ),
+        timeout=30,
+        what="eight notifications for the entity",
+    )
+    assert {n["event_type"] for n in notes} == {
+        "entity.registered",
+        "account.opened",
+        "report.submitted",
+        "verification.assigned",
+        "verification.approved",
+        "allocation.issued",
+        "surrender.completed",
+        "preallocation.issued",
+    }
+    district = client.get(
+        f"{urls['notifier']}/notifications", headers=token("district", district="pudong")
+    ).json()
+    assert {n["event_type"] for n in district if n["credit_code"] == code} == {
+        "entity.registered",
+        "report.submitted",
+        "surrender.completed",
+    }
+
+
+def test_bad_input_gets_a_reason_and_changes_nothing(platform: Platform) -> None:
+    urls, code = platform.urls, make_credit_code(31)
+    regulator, client = token("regulator"), httpx.Client(timeout=10)
+    registration = {
+        "credit_code": code,
+        "name": "Unchanged Ltd",
+        "district": "minhang",
+        "sector": "steel",
+        "compliance_year": 2024,
+    }
+
+    bad_code = client.post(
+        f"{urls['registry']}/entities",
+        headers=regulator,
+        json={**registration, "credit_code": code[:-1] + ("0" if code[-1] != "0" else "1")},
+    )
+    assert bad_code.status_code == 422
+    assert bad_code.json()["error"]["code"] == "invalid_credit_code"
+    assert "check character" in bad_code.json()["error"]["message"]
+
+    unknown = client.post(
+        f"{urls['registry']}/entities/{code}/account", headers=token("entity", credit_code=code)
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "unknown_entity"
+
+    no_token = client.post(f"{urls['registry']}/entities", json=registration)
+    assert no_token.status_code == 401
+    wrong_role = client.post(
+        f"{urls['registry']}/entities", headers=token("entity", credit_code=code), json=registration
+    )
+    assert wrong_role.status_code == 403
+    forged = client.post(
+        f"{urls['registry']}/entities",
+        headers={"Authorization": "Bearer not-a-token"},
+        json=registration,
+    )
+    assert forged.status_code == 401
+
+    unregistered_report = client.post(
+        f"{urls['reporting']}/reports",
+        headers=token("entity", credit_code=code),
+        json={"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1"}]},
+    )
+    assert unregistered_report.status_code == 404
+    float_activity = client.post(
+        f"{urls['reporting']}/reports",
+        headers=token("entity", credit_code=code),
+        json={"compliance_year": 2024, "lines": [{"source": "heat", "activity": 1.5}]},
+    )
+    assert float_activity.status_code == 422
+
+    # Nothing of the refused requests reached a topic.
+    assert events_of(platform, "entity.registered", code) == []
+    assert events_of(platform, "account.opened", code) == []
+    assert events_of(platform, "report.submitted", code) == []
+
+
+def test_every_service_reports_metrics_and_readiness(platform: Platform) -> None:
+    for name, url in platform.urls.items():
+        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
+        ready = httpx.get(f"{url}/health/ready", timeout=5)
+        assert ready.status_code == 200, (name, ready.text)
+        assert ready.json()["checks"] == {
+            "database": True,
+            "broker": True,
+            "worker": True,
+            "handlers": True,
+        }
+        body = httpx.get(f"{url}/metrics", timeout=5).text
+        for metric in (
+            "carbon_events_consumed_total",
+            "carbon_event_handle_seconds",
+            "carbon_outbox_pending",
+            "carbon_outbox_oldest_age_seconds",
+            "carbon_http_requests_total",
+            "carbon_http_request_duration_seconds",
+            "carbon_worker_ready 1.0",
+        ):
+            assert metric in body, (name, metric)
