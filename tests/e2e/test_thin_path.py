@@ -140,6 +140,7 @@ def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
     assert attributes["subject"] == (record.key or b"").decode()
     schema = _schemas_by_id()[attributes["dataschema"]]
     payload = cloud_event.get_data()
+    assert isinstance(payload, dict)
     errors = sorted(
         Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(payload), key=str
     )
