@@ -42,10 +42,8 @@ RUN uv sync --frozen --no-dev \
     && chown carbon:carbon /app /app/var
 
 # The venv first on PATH: `python -m <service>` and the `carbon` console script need no uv.
-# FAUST_DATADIR: Faust's per-app data directory (memory store, so nearly empty) under var/.
 ENV VIRTUAL_ENV=/app/.venv \
     PATH="/app/.venv/bin:${PATH}" \
-    FAUST_DATADIR="/app/var/{conf.name}-data" \
     CARBON_HTTP_HOST=0.0.0.0 \
     CARBON_LOG_FORMAT=json
 

@@ -16,7 +16,7 @@ from carbon_platform.auth import Principal, Role, decode_token, issue_token, req
 from carbon_platform.settings import Settings
 
 SECRET = "unit-test-secret-0123456789abcdef"
-CODE = "91310115MA1K4C8N23"
+CODE = "91310115MA1K4C8N0W"
 SETTINGS = Settings(service="registry", jwt_secret=SecretStr(SECRET))
 
 ROLE_BINDINGS: list[tuple[Role, dict[str, str]]] = [

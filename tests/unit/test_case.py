@@ -22,7 +22,7 @@ def opened() -> Case:
     return Case(
         case_id=case_id_for(REPORT_ID),
         report_id=REPORT_ID,
-        credit_code="91310115MA1K4C8N23",
+        credit_code="91310115MA1K4C8N0W",
         compliance_year=2024,
         reported_emissions=REPORTED,
     )

@@ -115,7 +115,7 @@ def test_encode_routes_to_the_catalogue_topic(payload: EventPayload) -> None:
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_encode_keys_the_record_by_the_credit_code(payload: EventPayload) -> None:
     outgoing = encode(payload, source=SOURCE, time=TIME)
-    assert outgoing.key == b"91310115MA1K4C8N23"
+    assert outgoing.key == b"91310115MA1K4C8N0W"
     assert outgoing.key == payload.credit_code.encode()
 
 

@@ -191,3 +191,15 @@ def test_swapping_two_neighbours_before_the_check_character_is_caught(
 def test_lower_case_input_normalises(code: str) -> None:
     assert validate_credit_code(code.lower()) == code
     assert validate_credit_code(f" {code.lower()}\t") == code
+
+
+def test_every_contract_example_uses_a_code_the_registry_accepts() -> None:
+    import json
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "contracts" / "events"
+    codes = {
+        json.loads(path.read_text())["credit_code"] for path in examples.glob("*/examples/*.json")
+    }
+    assert codes
+    assert {validate_credit_code(code) for code in codes} == codes

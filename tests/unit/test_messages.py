@@ -14,7 +14,7 @@ from carbon_contracts.resources import contract_path
 from notifier.domain.messages import Notification, notifications_for
 
 POLICY = load_policy(default_policy_path())
-CODE = "91310115MA1K4C8N23"
+CODE = "91310115MA1K4C8N0W"
 EXAMPLE_FILES = sorted(contract_path("events").glob("*/examples/*.json"))
 DISTRICT_EVENTS = {"entity.registered", "report.submitted", "surrender.completed"}
 
@@ -158,4 +158,4 @@ def test_preallocation_message_names_year_ratio_and_basis() -> None:
 
 def test_account_message_names_the_account() -> None:
     note = to_entity(example("account.opened"))
-    assert "SHEA-91310115MA1K4C8N23" in note.message
+    assert "SHEA-91310115MA1K4C8N0W" in note.message

@@ -43,8 +43,11 @@ def load_settings(definition: ServiceDefinition) -> Settings:
 
 def make_faust_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")]
+    app_id = f"{settings.group_prefix}-{settings.service}"
     return faust.App(
-        f"{settings.group_prefix}-{settings.service}",
+        app_id,
+        # Faust keeps a little local state; under var/, not in the working directory.
+        datadir=str(settings.var_dir / f"{app_id}-data"),
         broker=brokers,
         # Authoritative state lives in the database, never only in a Faust table.
         store="memory://",
