@@ -363,3 +363,42 @@ def test_every_service_reports_metrics_and_readiness(platform: Platform) -> None
             "carbon_worker_ready 1.0",
         ):
             assert metric in body, (name, metric)
+
+
+def readme_walk(platform: Platform) -> str:
+    """The README's walk-through as a script, pointed at this test's platform. Each block runs
+    until it succeeds (a person pasting it waits for the previous event to be handled)."""
+    readme = (REPO / "README.md").read_text()
+    walk = readme.split("## Walk through", 1)[1].split("### The events", 1)[0]
+    blocks = walk.split("```sh\n")[1:]
+    script = [
+        "set -uo pipefail",
+        'retry() { for _ in $(seq 30); do "$@" && return; sleep 1; done; return 1; }',
+    ]
+    for number, block in enumerate(blocks):
+        body = block.split("```", 1)[0]
+        for name, port in PORTS.items():
+            body = body.replace(f"http://127.0.0.1:{port}", platform.urls[name])
+        script += [f"step_{number}() {{\n{body}}}", f"retry step_{number} || exit 1", "echo"]
+    return "\n".join(script)
+
+
+def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
+    walk = subprocess.run(
+        ["bash", "-c", readme_walk(platform)],
+        cwd=REPO,
+        env={**os.environ, "CARBON_JWT_SECRET": JWT_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert walk.returncode == 0, walk.stdout + walk.stderr
+    output = walk.stdout
+    assert '"status":"compliant"' in output
+    assert '"preallocation":{"compliance_year":2025,"allowances":19401}' in output
+    assert "already_compliant" in output
+    assert "expected 'W'" in output
+    assert "missing bearer token" in output
+    code = "91310115MA1K4C8N0W"
+    for event in ("entity.registered", "report.submitted", "surrender.completed"):
+        assert len(events_of(platform, event, code)) == 1, event

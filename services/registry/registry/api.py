@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -17,7 +18,7 @@ from carbon_contracts.events import (
 from carbon_contracts.types import ComplianceYear, Identifier
 from carbon_platform import metrics
 from carbon_platform.auth import Principal, require
-from carbon_platform.context import ServiceContext, service_context
+from carbon_platform.context import ServiceContext, Transaction, service_context
 from carbon_platform.errors import Conflict, Invalid, NotFound
 from registry import store
 from registry.domain import compliance
@@ -227,25 +228,24 @@ async def surrender(
                 completed_at=tx.now if complete else None,
                 on_time=on_time if complete else None,
             )
-            events = []
+            preallocated: PreallocationIssued | None = None
             if complete:
-                events.append(
-                    tx.publish(
-                        SurrenderCompleted(
-                            credit_code=code,
-                            compliance_year=year,
-                            policy=policy.cycle,
-                            verified_emissions=due.verified_emissions,
-                            obligation=due.obligation,
-                            allowances_surrendered=surrendered,
-                            offsets_surrendered=0,
-                            deadline=deadline,
-                            on_time=on_time,
-                            completed_at=tx.now,
-                        )
+                tx.publish(
+                    SurrenderCompleted(
+                        credit_code=code,
+                        compliance_year=year,
+                        policy=policy.cycle,
+                        verified_emissions=due.verified_emissions,
+                        obligation=due.obligation,
+                        allowances_surrendered=surrendered,
+                        offsets_surrendered=0,
+                        deadline=deadline,
+                        on_time=on_time,
+                        completed_at=tx.now,
                     )
                 )
-                events.append(await _preallocate(tx, context, code, year, due.verified_emissions))
+                preallocated = await _preallocate(tx, context, code, year, due.verified_emissions)
+            event_ids = [event.event_id for event in tx.pending]
     except IntegrityError as error:
         # A concurrent surrender drew on the same holdings; the constraints refused this one.
         raise Conflict("concurrent_update", "holdings changed meanwhile; retry") from error
@@ -259,13 +259,19 @@ async def surrender(
         "surrendered": surrendered,
         "remaining": due.obligation - surrendered,
         "status": "compliant" if complete else "open",
-        "event_ids": [event.event_id for event in events],
+        "preallocation": (
+            {"compliance_year": preallocated.compliance_year, "allowances": preallocated.allowances}
+            if preallocated
+            else None
+        ),
+        "event_ids": event_ids,
     }
 
 
 async def _preallocate(
-    tx: Any, context: ServiceContext, code: str, year: int, verified: Any
-) -> Any:
+    tx: Transaction, context: ServiceContext, code: str, year: int, verified: Decimal
+) -> PreallocationIssued:
+    """Next year's pre-allocation, credited and published with the completed surrender."""
     policy = context.policy
     allowances = compliance.preallocation(policy, verified)
     next_year = year + 1
@@ -292,15 +298,15 @@ async def _preallocate(
     tx.after_commit.append(
         lambda: metrics.ALLOWANCES_ISSUED.labels("preallocation").inc(allowances)
     )
-    return tx.publish(
-        PreallocationIssued(
-            credit_code=code,
-            compliance_year=next_year,
-            policy=policy.cycle,
-            basis_year=year,
-            basis_verified_emissions=verified,
-            ratio=policy.preallocation.ratio,
-            allowances=allowances,
-            issued_at=tx.now,
-        )
+    issued = PreallocationIssued(
+        credit_code=code,
+        compliance_year=next_year,
+        policy=policy.cycle,
+        basis_year=year,
+        basis_verified_emissions=verified,
+        ratio=policy.preallocation.ratio,
+        allowances=allowances,
+        issued_at=tx.now,
     )
+    tx.publish(issued)
+    return issued
