@@ -109,6 +109,7 @@ class ServiceProcess:
     bootstrap: str
     var_dir: Path
     database: Database
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -133,6 +134,7 @@ class ServiceProcess:
             "CARBON_JWT_SECRET": JWT_SECRET,
             "CARBON_LOG_FORMAT": "json",
             **self.database.env(self.name),
+            **self.extra_env,
         }
         log = (self.var_dir / f"{self.name}.log").open("ab")
         self.process = subprocess.Popen(

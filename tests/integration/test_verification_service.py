@@ -4,6 +4,8 @@ through the inbox, the outbox, dead letters, duplicates and a crash mid-stream."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -190,3 +192,58 @@ def test_a_command_commits_its_event_and_a_rejected_one_publishes_nothing(
     assert service.scalar("SELECT count(*) FROM outbox") == 1
     assert service.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
     assert cases(service)[0]["status"] == "assigned"
+
+
+def test_replaying_dead_letters_applies_each_once(stack: tuple[str, ServiceProcess]) -> None:
+    bootstrap, service = stack
+    event = report_event(5)
+    # A letter as the consumer writes it when a bug (since fixed) made it give up on an event.
+    produce(
+        bootstrap,
+        "verification.dlq",
+        [
+            (
+                event.key,
+                event.value,
+                [
+                    *event.headers,
+                    ("dlq_original_topic", b"report.submitted"),
+                    ("dlq_original_partition", b"0"),
+                    ("dlq_original_offset", b"0"),
+                    ("dlq_error_class", b"bug.RuntimeError"),
+                ],
+            )
+        ],
+    )
+
+    def replay() -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "carbon_platform.cli",
+                "dlq",
+                "replay",
+                "verification",
+                "--bootstrap",
+                bootstrap,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    assert "1 dead letters replayed" in replay()
+    wait_until(lambda: cases(service), timeout=30, what="the replayed event's case")
+    replay()  # again: the inbox recognises the event
+    wait_until(
+        lambda: service.metric("carbon_events_consumed_total", outcome="duplicate") == 1,
+        timeout=30,
+        what="the second replay to be recognised as a duplicate",
+    )
+    assert len(cases(service)) == 1
+    replayed = [r for r in read_topic(bootstrap, "report.submitted")]
+    assert len(replayed) == 2
+    assert not any(name.startswith("dlq_") for r in replayed for name in r.headers)

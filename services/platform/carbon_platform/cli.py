@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics, start_tansu, stop_process
+from carbon_platform.dlq import replay_dead_letters
 from carbon_platform.settings import REPO_ROOT, Settings
 
 SERVICES: dict[str, int] = {
@@ -200,6 +201,30 @@ def topics(
     if create:
         created = asyncio.run(create_topics(bootstrap, cat))
         typer.echo(f"created on {bootstrap}: {', '.join(created) or 'nothing (all exist)'}")
+
+
+dlq = typer.Typer(help="Dead-letter topics: look at them and replay them.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("replay")
+def dlq_replay(
+    service: Annotated[str, typer.Argument(help="whose <service>.dlq to replay")],
+    bootstrap: Annotated[str, typer.Option(envvar="CARBON_KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
+    dry_run: Annotated[bool, typer.Option(help="only list what would be replayed")] = False,
+) -> None:
+    """Re-publish dead letters to their original topics, original key, value and headers.
+
+    Consumers take them through their inboxes again, so replaying twice applies nothing twice.
+    """
+    if service not in SERVICES:
+        raise typer.BadParameter(f"service must be one of {', '.join(SERVICES)}")
+    letters = asyncio.run(replay_dead_letters(bootstrap, service, dry_run=dry_run))
+    for topic, error_class, event_id in letters:
+        typer.echo(
+            f"{'would replay' if dry_run else 'replayed'} {event_id} to {topic} ({error_class})"
+        )
+    typer.echo(f"{len(letters)} dead letters {'found' if dry_run else 'replayed'} in {service}.dlq")
 
 
 def main() -> None:

@@ -1,0 +1,163 @@
+"""Benchmark: time from an HTTP command to its event on the topic, and from a report to the
+verification case it opens downstream. Starts its own embedded stack (`carbon up`) on free ports
+and prints figures; asserts nothing about timing.
+
+    .venv/bin/python tests/bench/latency.py [--entities 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from carbon_contracts.catalogue import catalogue
+from registry.domain.credit_code import make_credit_code
+from tests.support import JWT_SECRET, free_port, token, wait_until
+
+PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
+
+
+def summary(name: str, samples: list[float]) -> str:
+    ms = sorted(s * 1000 for s in samples)
+    p95 = ms[max(0, round(len(ms) * 0.95) - 1)]
+    return (
+        f"{name:<44} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
+        f"p95={p95:7.1f} ms  max={ms[-1]:7.1f} ms"
+    )
+
+
+async def arrivals(bootstrap: str, topic: str, keys: set[bytes], out: dict[bytes, float]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    partitions = [TopicPartition(topic, p) for p in range(catalogue().topic(topic).partitions)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    try:
+        while not keys <= out.keys():
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                for message in batch:
+                    if message.key in keys:
+                        out.setdefault(message.key, time.perf_counter())
+    finally:
+        await consumer.stop()
+
+
+async def measure(bootstrap: str, urls: dict[str, str], count: int) -> None:
+    codes = [make_credit_code(900_000 + i) for i in range(count)]
+    keys = {code.encode() for code in codes}
+    registered: dict[bytes, float] = {}
+    listener = asyncio.create_task(arrivals(bootstrap, "entity.registered", keys, registered))
+    await asyncio.sleep(1)  # the listener is positioned at the end of the topic
+    sent: dict[bytes, float] = {}
+    http: list[float] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for code in codes:
+            started = time.perf_counter()
+            reply = await client.post(
+                f"{urls['registry']}/entities",
+                headers=token("regulator"),
+                json={
+                    "credit_code": code,
+                    "name": "Bench Ltd",
+                    "district": "pudong",
+                    "sector": "chemicals",
+                    "compliance_year": 2024,
+                },
+            )
+            http.append(time.perf_counter() - started)
+            reply.raise_for_status()
+            sent[code.encode()] = started
+        await asyncio.wait_for(listener, timeout=60)
+        print(summary("POST /entities (HTTP round trip)", http))
+        print(
+            summary(
+                "POST /entities -> entity.registered on topic",
+                [registered[k] - sent[k] for k in keys],
+            )
+        )
+
+        # Downstream: report -> report.submitted -> verification opens the case.
+        report_sent: dict[str, float] = {}
+        case_seen: dict[str, float] = {}
+        for code in codes[: min(count, 30)]:
+            entity = token("entity", credit_code=code)
+            body = {"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1000"}]}
+            for _ in range(200):  # reporting may not have seen entity.registered yet
+                reply = await client.post(f"{urls['reporting']}/reports", headers=entity, json=body)
+                if reply.status_code != 404:
+                    break
+                await asyncio.sleep(0.05)
+            reply.raise_for_status()
+            report_sent[code] = time.perf_counter()
+            while True:
+                cases = (await client.get(f"{urls['verification']}/cases", headers=entity)).json()
+                if cases:
+                    case_seen[code] = time.perf_counter()
+                    break
+                await asyncio.sleep(0.005)
+        print(
+            summary(
+                "POST /reports -> case opened in verification",
+                [case_seen[c] - report_sent[c] for c in report_sent],
+            )
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--entities", type=int, default=100)
+    args = parser.parse_args()
+    var_dir = Path(tempfile.mkdtemp(prefix="carbon-bench-"))
+    kafka_port = free_port()
+    offset = free_port() - 8001
+    env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
+    env.pop("CARBON_KAFKA_BOOTSTRAP", None)
+    output = (var_dir / "carbon-up.out").open("wb")
+    started = time.perf_counter()
+    stack = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carbon_platform.cli",
+            "up",
+            "--kafka-port",
+            str(kafka_port),
+            "--port-offset",
+            str(offset),
+            "--var-dir",
+            str(var_dir),
+        ],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: b"Ctrl-C stops everything" in (var_dir / "carbon-up.out").read_bytes(),
+            timeout=120,
+            what="carbon up",
+        )
+        ready_after = time.perf_counter() - started
+        print(f"{'carbon up: start to all four services ready':<44} {ready_after:.1f} s")
+        urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
+        asyncio.run(measure(f"127.0.0.1:{kafka_port}", urls, args.entities))
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(60)
+
+
+if __name__ == "__main__":
+    main()
