@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import update
 
+from carbon_contracts.envelope import parse_event_type
+from carbon_contracts.events import model_for
 from carbon_platform import metrics
 from carbon_platform.codec import Event, Outgoing, PoisonMessage, RawMessage, decode
 from carbon_platform.context import Handler, ServiceContext
@@ -27,13 +30,20 @@ from carbon_platform.inbox import record_first_delivery
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
+    sa_exc.OperationalError,  # includes SQLite "database is locked" and lost PostgreSQL links
     sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
+    sa_exc.TimeoutError,  # connection pool exhausted
     ConnectionError,
-    OSError,
     TimeoutError,
+    socket.gaierror,
 )
+
+
+class _GaveUp(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error_class = f"bug.{type(error).__name__}"
+        self.detail = "".join(traceback.format_exception(error))[-2000:]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -53,58 +63,76 @@ class EventConsumer:
         return self._context.name
 
     async def handle(self, raw: RawMessage) -> str:
-        """Take one record to its outcome; returns the outcome label."""
+        """Take one record to its outcome; returns the outcome label. Never raises, except
+        when cancelled: the record is not acknowledged until it has an outcome."""
         started = time.perf_counter()
-        event_type = raw.header("ce_type") or "unknown"
         try:
             outcome = await self._handle(raw)
         finally:
             metrics.EVENT_HANDLE_SECONDS.labels(raw.topic).observe(time.perf_counter() - started)
-        metrics.EVENTS_CONSUMED.labels(raw.topic, event_type, outcome).inc()
+        metrics.EVENTS_CONSUMED.labels(raw.topic, _type_label(raw), outcome).inc()
         return outcome
 
     async def _handle(self, raw: RawMessage) -> str:
         try:
             event = decode(raw)
         except PoisonMessage as poison:
-            return await self._dead_letter(raw, poison.error_class, str(poison))
+            error_class, message = poison.error_class, str(poison)
+            return await self._until_done(
+                lambda: self._dead_letter(raw, error_class, message), raw, None
+            )
         handler = self._handlers.get(event.type)
         if handler is None:
             return "ignored"
-        attempts = 0
+        return await self._until_done(lambda: self._apply(event, raw, handler), raw, event)
+
+    async def _until_done(
+        self, attempt: Callable[[], Awaitable[str]], raw: RawMessage, event: Event[Any] | None
+    ) -> str:
+        """A bug is retried a few times, then the record is dead-lettered with its traceback."""
+        try:
+            return await self._retrying(
+                attempt, raw, event, bug_attempts=self._context.settings.bug_retry_attempts
+            )
+        except _GaveUp as bug:
+            error_class, detail = bug.error_class, bug.detail
+        # Dead-lettering meets only transient failures or a platform bug; either way it is
+        # retried for as long as it takes (the partition waits) rather than losing the record.
+        return await self._retrying(
+            lambda: self._dead_letter(raw, error_class, detail), raw, event, bug_attempts=None
+        )
+
+    async def _retrying(
+        self,
+        attempt: Callable[[], Awaitable[str]],
+        raw: RawMessage,
+        event: Event[Any] | None,
+        bug_attempts: int | None,
+    ) -> str:
+        """Transient failures retry in place with capped backoff, as long as they last."""
+        bugs = 0
         backoff = 0.05
         while True:
             try:
-                outcome = await self._apply(event, raw, handler)
+                outcome = await attempt()
                 self.transient_failure = False
                 return outcome
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                fields = _log_fields(raw, event)
                 if is_transient(error):
                     self.transient_failure = True
                     log.warning(
-                        "transient failure handling %s; retrying in %.2fs: %s",
-                        event.id,
-                        backoff,
-                        error,
-                        extra=_log_fields(raw, event),
+                        "transient failure; retrying in %.2fs: %s", backoff, error, extra=fields
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self._context.settings.transient_backoff_max_s)
-                    continue
-                attempts += 1
-                if attempts < self._context.settings.bug_retry_attempts:
-                    await asyncio.sleep(0.05 * attempts)
-                    continue
-                log.error(
-                    "handler failed %d times; dead-lettering",
-                    attempts,
-                    exc_info=error,
-                    extra=_log_fields(raw, event),
-                )
-                detail = "".join(traceback.format_exception(error))[-2000:]
-                return await self._dead_letter(raw, f"bug.{type(error).__name__}", detail)
+                else:
+                    bugs += 1
+                    log.error("attempt %d failed", bugs, exc_info=error, extra=fields)
+                    if bug_attempts is not None and bugs >= bug_attempts:
+                        raise _GaveUp(error) from error
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._context.settings.transient_backoff_max_s)
 
     async def _apply(self, event: Event[Any], raw: RawMessage, handler: Handler) -> str:
         context = self._context
@@ -192,12 +220,18 @@ class EventConsumer:
         return "dead_lettered"
 
 
-def _log_fields(raw: RawMessage, event: Event[Any]) -> dict[str, Any]:
-    return {
-        "event_id": event.id,
-        "event_type": event.type,
-        "topic": raw.topic,
-        "partition": raw.partition,
-        "offset": raw.offset,
-        "entity_id": event.payload.credit_code,
-    }
+def _log_fields(raw: RawMessage, event: Event[Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}
+    if event is not None:
+        fields.update(event_id=event.id, event_type=event.type, entity_id=event.payload.credit_code)
+    return fields
+
+
+def _type_label(raw: RawMessage) -> str:
+    """The event name for metrics; never a raw header value (label values must stay bounded)."""
+    try:
+        name, major = parse_event_type(raw.header("ce_type") or "")
+        model_for(name, major)
+    except (ValueError, KeyError):
+        return "unknown"
+    return name

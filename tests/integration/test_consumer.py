@@ -1,0 +1,164 @@
+"""The consumer's error classification against a real database (no broker needed: what it
+publishes goes to the outbox): bugs are retried then dead-lettered with their traceback,
+transient failures are retried until they pass, and a rejection leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, text
+
+from carbon_contracts.events import EntityRegistered
+from carbon_contracts.policy import default_policy_path, load_policy
+from carbon_platform.clock import Clock
+from carbon_platform.codec import Event, RawMessage, encode
+from carbon_platform.consumer import EventConsumer
+from carbon_platform.context import ServiceContext, Transaction
+from carbon_platform.db import make_engine
+from carbon_platform.errors import Conflict
+from carbon_platform.migrations import migrate
+from carbon_platform.settings import Settings
+from registry.domain.credit_code import make_credit_code
+from reporting import store
+from reporting.service import SERVICE
+from tests.support import Database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def context(tmp_path: Path) -> AsyncIterator[ServiceContext]:
+    """The reporting service's real schema and context, with a fast retry policy."""
+    database = Database.for_test()
+    settings = Settings(
+        service="reporting",
+        jwt_secret=SecretStr("s" * 32),
+        var_dir=tmp_path,
+        database_url=database.url,
+        database_schema=f"{database.schema_prefix}reporting",
+        transient_backoff_max_s=0.05,
+    )
+    await asyncio.to_thread(
+        migrate,
+        url=settings.resolved_database_url(),
+        schema=settings.resolved_schema(),
+        migrations_dir=SERVICE.migrations_dir,
+    )
+    engine = make_engine(settings)
+    yield ServiceContext(
+        name="reporting",
+        settings=settings,
+        engine=engine,
+        inbox=store.inbox,
+        outbox=store.outbox,
+        clock=Clock(),
+        policy=load_policy(default_policy_path()),
+    )
+    await engine.dispose()
+    await asyncio.to_thread(database.drop, ["reporting"])
+
+
+def registered(seed: int) -> RawMessage:
+    payload = EntityRegistered(
+        credit_code=make_credit_code(seed),
+        compliance_year=2024,
+        name="Test Ltd",
+        district="pudong",
+        sector="chemicals",
+        new_entrant=False,
+        registered_at=datetime.now(UTC),
+    )
+    out = encode(payload, source="/carbon/registry", time=datetime.now(UTC))
+    return RawMessage("entity.registered", 0, seed, out.key, out.value, out.headers)
+
+
+async def rows(context: ServiceContext, sql: str) -> list[Any]:
+    async with context.engine.connect() as conn:
+        return list(await conn.execute(text(sql)))
+
+
+async def test_a_bug_is_retried_then_dead_lettered_with_its_traceback(
+    context: ServiceContext,
+) -> None:
+    calls = 0
+
+    async def broken(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+        nonlocal calls
+        calls += 1
+        await store.add_to_roster(
+            tx.conn,
+            credit_code=event.payload.credit_code,
+            compliance_year=2024,
+            name="half-done",
+            district="x",
+        )
+        raise RuntimeError("handler bug")
+
+    consumer = EventConsumer(context, {"entity.registered": broken})
+    raw = registered(1)
+
+    assert await consumer.handle(raw) == "dead_lettered"
+    assert calls == context.settings.bug_retry_attempts
+    assert await rows(context, "SELECT * FROM roster") == []  # nothing half-applied
+    async with context.engine.connect() as conn:
+        letter = (await conn.execute(select(context.outbox))).one()
+    headers = dict((name, value) for name, value in json.loads(letter.headers))
+    assert letter.topic == "reporting.dlq"
+    assert letter.value == raw.value
+    assert letter.key == raw.key
+    assert "dlq_error_class" in headers and "ce_id" in headers
+    assert (await rows(context, "SELECT outcome FROM inbox"))[0][0] == "dead_lettered"
+    # The same record delivered again (a crash before the offset commit) is not lettered twice.
+    assert await consumer.handle(raw) == "duplicate"
+    assert len(await rows(context, "SELECT * FROM outbox")) == 1
+
+
+async def test_a_transient_failure_is_retried_until_it_passes(context: ServiceContext) -> None:
+    failures = 3
+
+    async def flaky(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise sa_exc.OperationalError("SELECT 1", {}, ConnectionError("database went away"))
+        await store.add_to_roster(
+            tx.conn,
+            credit_code=event.payload.credit_code,
+            compliance_year=2024,
+            name="ok",
+            district="pudong",
+        )
+
+    consumer = EventConsumer(context, {"entity.registered": flaky})
+    assert await consumer.handle(registered(2)) == "processed"
+    assert failures == 0
+    assert len(await rows(context, "SELECT * FROM roster")) == 1
+    assert await rows(context, "SELECT * FROM outbox") == []  # never dead-lettered
+    assert consumer.transient_failure is False
+
+
+async def test_a_rejection_is_recorded_and_leaves_no_effect(context: ServiceContext) -> None:
+    async def refuses(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+        await store.add_to_roster(
+            tx.conn,
+            credit_code=event.payload.credit_code,
+            compliance_year=2024,
+            name="half-done",
+            district="x",
+        )
+        tx.publish(event.payload)
+        raise Conflict("nope", "refused by the rules")
+
+    consumer = EventConsumer(context, {"entity.registered": refuses})
+    assert await consumer.handle(registered(3)) == "rejected"
+    assert await rows(context, "SELECT * FROM roster") == []
+    assert await rows(context, "SELECT * FROM outbox") == []
+    assert [r[0] for r in await rows(context, "SELECT outcome FROM inbox")] == ["rejected"]
