@@ -352,6 +352,7 @@ def test_every_service_reports_metrics_and_readiness(platform: Platform) -> None
             "broker": True,
             "worker": True,
             "handlers": True,
+            "outbox": True,
         }
         body = httpx.get(f"{url}/metrics", timeout=5).text
         for metric in (

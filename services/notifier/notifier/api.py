@@ -22,7 +22,8 @@ async def list_notifications(
     recipient_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
-    """An entity sees its own notifications, a district its own; the Bureau may filter any."""
+    """Newest first. An entity sees its own notifications, a district its own; the Bureau may
+    filter any."""
     if principal.role == "entity":
         recipient_type, recipient_id = "entity", principal.credit_code
     elif principal.role == "district":

@@ -1,4 +1,4 @@
-"""The notifier service: reminders and notices to entities and their district bureaus
+"""The notifier service: notices to entities and their district bureaus
 (consumes every public topic)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from notifier.handlers import HANDLERS
 SERVICE = ServiceDefinition(
     name="notifier",
     port=8004,
-    title="carbon notifier (reminders and notices)",
+    title="carbon notifier (notices to entities and districts)",
     metadata=store.metadata,
     inbox=store.inbox,
     outbox=store.outbox,

@@ -86,7 +86,7 @@ async def record(
 async def list_for(
     conn: AsyncConnection, *, recipient_type: str | None, recipient_id: str | None, limit: int
 ) -> list[Any]:
-    query = select(notifications).order_by(notifications.c.id).limit(limit)
+    query = select(notifications).order_by(notifications.c.id.desc()).limit(limit)
     if recipient_type:
         query = query.where(notifications.c.recipient_type == recipient_type)
     if recipient_id:

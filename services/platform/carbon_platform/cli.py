@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import SecretStr
@@ -20,7 +22,6 @@ from pydantic import SecretStr
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics, start_tansu, stop_process
-from carbon_platform.dlq import replay_dead_letters
 from carbon_platform.settings import REPO_ROOT, Settings
 
 SERVICES: dict[str, int] = {
@@ -207,24 +208,53 @@ dlq = typer.Typer(help="Dead-letter topics: look at them and replay them.", no_a
 app.add_typer(dlq, name="dlq")
 
 
+def _operator_call(service: str, url: str | None, method: str, path: str) -> Any:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"service must be one of {', '.join(SERVICES)}")
+    base = url or f"http://127.0.0.1:{SERVICES[service]}"
+    settings = Settings(jwt_secret=SecretStr(_dev_secret(_default_var_dir())))
+    bearer = issue_token(settings, role="regulator", subject="carbon-cli", now=datetime.now(UTC))
+    request = urllib.request.Request(
+        f"{base}{path}", method=method, headers={"Authorization": f"Bearer {bearer}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return json.load(reply)
+    except urllib.error.HTTPError as error:
+        typer.echo(
+            f"{base}{path}: HTTP {error.code} {error.read().decode(errors='replace')}", err=True
+        )
+        raise typer.Exit(1) from error
+
+
+@dlq.command("list")
+def dlq_list(
+    service: Annotated[str, typer.Argument(help="whose <service>.dlq to show")],
+    url: Annotated[str | None, typer.Option(help="the service's base URL")] = None,
+) -> None:
+    """Show the letters on a service's dead-letter topic and why each was set aside."""
+    letters = _operator_call(service, url, "GET", "/dead-letters")
+    for letter in letters:
+        typer.echo(
+            f"{letter['original_topic']}/{letter['original_partition']}/"
+            f"{letter['original_offset']}  {letter['error_class']}  {letter['ce_id']}"
+        )
+    typer.echo(f"{len(letters)} dead letters in {service}.dlq")
+
+
 @dlq.command("replay")
 def dlq_replay(
     service: Annotated[str, typer.Argument(help="whose <service>.dlq to replay")],
-    bootstrap: Annotated[str, typer.Option(envvar="CARBON_KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
-    dry_run: Annotated[bool, typer.Option(help="only list what would be replayed")] = False,
+    url: Annotated[str | None, typer.Option(help="the service's base URL")] = None,
 ) -> None:
-    """Re-publish dead letters to their original topics, original key, value and headers.
+    """Run a service's dead letters through its consumer again, once the cause is fixed.
 
-    Consumers take them through their inboxes again, so replaying twice applies nothing twice.
+    They go through the same inbox: replaying twice applies nothing twice.
     """
-    if service not in SERVICES:
-        raise typer.BadParameter(f"service must be one of {', '.join(SERVICES)}")
-    letters = asyncio.run(replay_dead_letters(bootstrap, service, dry_run=dry_run))
-    for topic, error_class, event_id in letters:
-        typer.echo(
-            f"{'would replay' if dry_run else 'replayed'} {event_id} to {topic} ({error_class})"
-        )
-    typer.echo(f"{len(letters)} dead letters {'found' if dry_run else 'replayed'} in {service}.dlq")
+    results = _operator_call(service, url, "POST", "/dead-letters/replay")
+    for result in results:
+        typer.echo(f"{result['ce_id']}: {result['outcome']}")
+    typer.echo(f"{len(results)} dead letters replayed through {service}")
 
 
 def main() -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon_platform import metrics
 from carbon_platform.context import ServiceContext, ServiceDefinition
 from carbon_platform.errors import Rejection
 
+log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -24,11 +30,31 @@ def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAP
     for router in definition.routers:
         api.include_router(router)
 
+    # One error shape for every 4xx: {"error": {"code": ..., "message": ...}}.
     @api.exception_handler(Rejection)
     async def rejected(_request: Request, rejection: Rejection) -> JSONResponse:
-        return JSONResponse(
-            status_code=rejection.status,
-            content={"error": {"code": rejection.code, "message": rejection.message}},
+        return _error(rejection.status, rejection.code, rejection.message)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "error")
+        return _error(error.status_code, code, str(error.detail), headers=error.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
+        ]
+        where = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
+        return _error(422, "invalid_request", where, details=details)
+
+    @api.exception_handler(IntegrityError)
+    async def conflicting(_request: Request, error: IntegrityError) -> JSONResponse:
+        # A constraint refused the write: a concurrent request got there first. Nothing of this
+        # request was applied (its transaction rolled back).
+        log.warning("constraint refused a request: %s", error.orig)
+        return _error(
+            409, "conflict", "a concurrent change conflicts with this request; read and retry"
         )
 
     @api.middleware("http")
@@ -63,6 +89,31 @@ def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAP
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return api
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "invalid_request",
+}
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse(status_code=status, content={"error": body}, headers=headers)
 
 
 async def _database_ok(context: ServiceContext) -> bool:

@@ -32,7 +32,9 @@ HTTP_REQUESTS = Counter(
 HTTP_DURATION = Histogram(
     "carbon_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
 )
-WORKER_READY = Gauge("carbon_worker_ready", "1 once the stream worker has joined its group")
+WORKER_READY = Gauge(
+    "carbon_worker_ready", "1 while the stream worker is in its group and not rebalancing"
+)
 
 # Business counters, set by the services that own the facts.
 REPORTS_SUBMITTED = Counter("carbon_reports_submitted_total", "Emissions reports submitted")

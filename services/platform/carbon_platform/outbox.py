@@ -76,6 +76,7 @@ class OutboxRelay:
         self._idle_poll_s = idle_poll_s
         self._wakeup = asyncio.Event()
         self.healthy = False
+        self.oldest_pending_age = 0.0
 
     def wake(self) -> None:
         """Called after a commit that added outbox rows."""
@@ -94,6 +95,8 @@ class OutboxRelay:
                 metrics.RELAY_ERRORS.inc()
                 self.healthy = False
                 log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                with contextlib.suppress(Exception):  # the backlog grows while the broker is away
+                    await self._update_gauges()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -146,8 +149,8 @@ class OutboxRelay:
                     )
                 )
             ).one()
+        self.oldest_pending_age = (
+            0.0 if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds())
+        )
         metrics.OUTBOX_PENDING.set(pending)
-        if oldest is None:
-            metrics.OUTBOX_OLDEST_AGE.set(0)
-        else:
-            metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (self._clock.now() - oldest).total_seconds()))
+        metrics.OUTBOX_OLDEST_AGE.set(self.oldest_pending_age)

@@ -25,6 +25,7 @@ from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import EventConsumer
 from carbon_platform.context import Handler, ServiceContext, ServiceDefinition
 from carbon_platform.db import make_engine
+from carbon_platform.dlq import dead_letter_router
 from carbon_platform.http import create_api
 from carbon_platform.logs import configure_logging
 from carbon_platform.migrations import migrate
@@ -215,10 +216,16 @@ def run_service(definition: ServiceDefinition) -> None:
             "broker": relay is not None and relay.healthy,
             "worker": worker.processing,
             "handlers": not consumer.transient_failure,
+            "outbox": relay is not None and relay.oldest_pending_age < settings.outbox_stall_s,
         }
 
     api = create_api(definition, context)
     api.state.readiness_checks.append(stream_checks)
+    api.include_router(
+        dead_letter_router(
+            bootstrap=settings.kafka_bootstrap, service=definition.name, consumer=consumer
+        )
+    )
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
     log.info(
         "%s listening on http://%s:%d (kafka %s)",

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     kafka_max_poll_records: int = Field(default=50, ge=1)
     # Faust consumer group id prefix; tests isolate groups with it.
     group_prefix: str = "carbon"
+    # Readiness turns false when the oldest unpublished outbox row is older than this.
+    outbox_stall_s: float = Field(default=60.0, gt=0)
     bug_retry_attempts: int = Field(default=3, ge=1)
     transient_backoff_max_s: float = Field(default=5.0, gt=0)
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
 
 from carbon_contracts.events import (
     AccountOpened,
@@ -146,6 +145,7 @@ async def entity_status(
 ) -> dict[str, Any]:
     """Entity, account, holdings by vintage and compliance status per year."""
     code = _valid_code(credit_code)
+    _must_be(principal, code)  # before the lookup: a 404 must not tell who is registered
     async with context.engine.connect() as conn:
         entity = await store.get_entity(conn, credit_code=code)
         if entity is None:
@@ -192,63 +192,59 @@ async def surrender(
     _must_be(principal, code)
     policy = context.policy
     year = body.compliance_year
-    try:
-        async with context.transaction() as tx:
-            if await store.get_account(tx.conn, credit_code=code) is None:
-                raise Conflict("account_not_open", f"{code} has no allowance account")
-            due = await store.get_obligation(tx.conn, credit_code=code, compliance_year=year)
-            if due is None:
-                raise NotFound("no_obligation", f"{code} has no verified emissions for {year} yet")
-            plan = compliance.plan_surrender(
-                compliance_year=year,
-                requested=body.allowances,
-                obligation=due.obligation,
-                surrendered=due.surrendered,
-                holdings=await store.get_holdings(tx.conn, credit_code=code),
-            )
-            for vintage, amount in plan:
-                await store.move_allowances(
-                    tx.conn,
-                    credit_code=code,
-                    vintage=vintage,
-                    amount=-amount,
-                    kind="surrender",
-                    reference=f"surrender-{year}",
-                    at=tx.now,
-                )
-            surrendered = due.surrendered + body.allowances
-            complete = surrendered == due.obligation
-            deadline = policy.deadlines.surrender
-            on_time = tx.now <= deadline
-            await store.add_surrendered(
+    async with context.transaction() as tx:
+        if await store.get_account(tx.conn, credit_code=code) is None:
+            raise Conflict("account_not_open", f"{code} has no allowance account")
+        due = await store.get_obligation(tx.conn, credit_code=code, compliance_year=year)
+        if due is None:
+            raise NotFound("no_obligation", f"{code} has no verified emissions for {year} yet")
+        plan = compliance.plan_surrender(
+            compliance_year=year,
+            requested=body.allowances,
+            obligation=due.obligation,
+            surrendered=due.surrendered,
+            holdings=await store.get_holdings(tx.conn, credit_code=code),
+        )
+        for vintage, amount in plan:
+            await store.move_allowances(
                 tx.conn,
                 credit_code=code,
-                compliance_year=year,
-                amount=body.allowances,
-                completed_at=tx.now if complete else None,
-                on_time=on_time if complete else None,
+                vintage=vintage,
+                amount=-amount,
+                kind="surrender",
+                reference=f"surrender-{year}",
+                at=tx.now,
             )
-            preallocated: PreallocationIssued | None = None
-            if complete:
-                tx.publish(
-                    SurrenderCompleted(
-                        credit_code=code,
-                        compliance_year=year,
-                        policy=policy.cycle,
-                        verified_emissions=due.verified_emissions,
-                        obligation=due.obligation,
-                        allowances_surrendered=surrendered,
-                        offsets_surrendered=0,
-                        deadline=deadline,
-                        on_time=on_time,
-                        completed_at=tx.now,
-                    )
+        surrendered = due.surrendered + body.allowances
+        complete = surrendered == due.obligation
+        deadline = policy.deadlines.surrender
+        on_time = tx.now <= deadline
+        await store.add_surrendered(
+            tx.conn,
+            credit_code=code,
+            compliance_year=year,
+            amount=body.allowances,
+            completed_at=tx.now if complete else None,
+            on_time=on_time if complete else None,
+        )
+        preallocated: PreallocationIssued | None = None
+        if complete:
+            tx.publish(
+                SurrenderCompleted(
+                    credit_code=code,
+                    compliance_year=year,
+                    policy=policy.cycle,
+                    verified_emissions=due.verified_emissions,
+                    obligation=due.obligation,
+                    allowances_surrendered=surrendered,
+                    offsets_surrendered=0,
+                    deadline=deadline,
+                    on_time=on_time,
+                    completed_at=tx.now,
                 )
-                preallocated = await _preallocate(tx, context, code, year, due.verified_emissions)
-            event_ids = [event.event_id for event in tx.pending]
-    except IntegrityError as error:
-        # A concurrent surrender drew on the same holdings; the constraints refused this one.
-        raise Conflict("concurrent_update", "holdings changed meanwhile; retry") from error
+            )
+            preallocated = await _preallocate(tx, context, code, year, due.verified_emissions)
+        event_ids = [event.event_id for event in tx.pending]
     metrics.ALLOWANCES_SURRENDERED.inc(body.allowances)
     return {
         "credit_code": code,

@@ -172,12 +172,16 @@ async def get_report(
 @router.get("/reports")
 async def list_reports(
     context: Context,
-    principal: Annotated[Principal, Depends(require("regulator", "entity"))],
+    principal: Annotated[Principal, Depends(require("regulator", "entity", "district"))],
     credit_code: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Reports; an entity sees only its own."""
+    """Reports; an entity sees only its own, a district those of its entities."""
     if principal.role == "entity":
         credit_code = principal.credit_code
     async with context.engine.connect() as conn:
-        rows = await store.list_reports(conn, credit_code=credit_code)
+        rows = await store.list_reports(
+            conn,
+            credit_code=credit_code,
+            district=principal.district if principal.role == "district" else None,
+        )
     return [_report_view(row) for row in rows]

@@ -47,7 +47,7 @@ reports = Table(
     Column("total_emissions", ScaledDecimal(3), nullable=False),
     Column("submitted_by", String(128), nullable=False),
     Column("submitted_at", UtcDateTime(), nullable=False),
-    # One annual report per entity and year; corrections come with re-verification.
+    # One annual report per entity and year (corrections are not modelled yet).
     UniqueConstraint("credit_code", "compliance_year", name="uq_reports_entity_year"),
 )
 
@@ -92,10 +92,18 @@ async def get_report(conn: AsyncConnection, *, report_id: str) -> Any:
     return (await conn.execute(select(reports).where(reports.c.report_id == report_id))).first()
 
 
-async def list_reports(conn: AsyncConnection, *, credit_code: str | None) -> list[Any]:
+async def list_reports(
+    conn: AsyncConnection, *, credit_code: str | None, district: str | None = None
+) -> list[Any]:
     query = select(reports).order_by(reports.c.submitted_at)
     if credit_code:
         query = query.where(reports.c.credit_code == credit_code)
+    if district:
+        query = query.join(
+            roster,
+            (roster.c.credit_code == reports.c.credit_code)
+            & (roster.c.compliance_year == reports.c.compliance_year),
+        ).where(roster.c.district == district)
     return list(await conn.execute(query))
 
 

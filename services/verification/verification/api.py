@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
 
 from carbon_contracts.events import VerificationApproved, VerificationAssigned
 from carbon_contracts.types import Identifier, TonnesCO2
@@ -105,7 +104,8 @@ async def assign(
     """The Bureau assigns the verification agency."""
     async with context.transaction() as tx:
         case = store.to_case(await _load(tx.conn, case_id)).assign(body.agency_id)
-        await store.save_assignment(tx.conn, case=case, at=tx.now)
+        if not await store.save_assignment(tx.conn, case=case, at=tx.now):
+            raise Conflict("case_closed", f"case {case_id} was approved meanwhile")
         event = tx.publish(
             VerificationAssigned(
                 credit_code=case.credit_code,
@@ -128,26 +128,23 @@ async def approve(
     principal: Annotated[Principal, Depends(require("verifier"))],
 ) -> dict[str, Any]:
     """The assigned agency records the verified emissions and approves."""
-    try:
-        async with context.transaction() as tx:
-            case = store.to_case(await _load(tx.conn, case_id)).approve(
-                agency_id=principal.agency or "", verified_emissions=body.verified_emissions
+    async with context.transaction() as tx:
+        case = store.to_case(await _load(tx.conn, case_id)).approve(
+            agency_id=principal.agency or "", verified_emissions=body.verified_emissions
+        )
+        if not await store.save_approval(tx.conn, case=case, by=principal.subject, at=tx.now):
+            raise Conflict("case_closed", f"case {case_id} was approved meanwhile")
+        event = tx.publish(
+            VerificationApproved(
+                credit_code=case.credit_code,
+                compliance_year=case.compliance_year,
+                case_id=case.case_id,
+                report_id=case.report_id,
+                agency_id=case.agency_id or "",
+                reported_emissions=case.reported_emissions,
+                verified_emissions=body.verified_emissions,
+                approved_at=tx.now,
             )
-            if not await store.save_approval(tx.conn, case=case, by=principal.subject, at=tx.now):
-                raise Conflict("case_closed", f"case {case_id} was approved meanwhile")
-            event = tx.publish(
-                VerificationApproved(
-                    credit_code=case.credit_code,
-                    compliance_year=case.compliance_year,
-                    case_id=case.case_id,
-                    report_id=case.report_id,
-                    agency_id=case.agency_id or "",
-                    reported_emissions=case.reported_emissions,
-                    verified_emissions=body.verified_emissions,
-                    approved_at=tx.now,
-                )
-            )
-            row = await _load(tx.conn, case_id)
-    except IntegrityError as error:
-        raise Conflict("concurrent_update", "the case changed meanwhile; retry") from error
+        )
+        row = await _load(tx.conn, case_id)
     return {**_case_view(row), "event_id": event.event_id}

@@ -12,7 +12,7 @@ from verification.handlers import HANDLERS
 SERVICE = ServiceDefinition(
     name="verification",
     port=8002,
-    title="carbon verification (verification and re-verification)",
+    title="carbon verification",
     metadata=store.metadata,
     inbox=store.inbox,
     outbox=store.outbox,

@@ -90,12 +90,15 @@ async def open_case(conn: AsyncConnection, *, case: Case, at: datetime) -> None:
     )
 
 
-async def save_assignment(conn: AsyncConnection, *, case: Case, at: datetime) -> None:
-    await conn.execute(
+async def save_assignment(conn: AsyncConnection, *, case: Case, at: datetime) -> bool:
+    """False when the case was approved meanwhile (an approved case is never reopened)."""
+    result = await conn.execute(
         update(cases)
         .where(cases.c.case_id == str(case.case_id))
+        .where(cases.c.status != "approved")
         .values(status=case.status, agency_id=case.agency_id, assigned_at=at)
     )
+    return result.rowcount == 1
 
 
 async def save_approval(conn: AsyncConnection, *, case: Case, by: str, at: datetime) -> bool:

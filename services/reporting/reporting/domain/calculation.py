@@ -2,7 +2,8 @@
 
 A report's total is computed, never typed. Each activity line (fuel burnt, purchased
 electricity, purchased heat) is multiplied by its factor from the cycle's versioned factor
-table; verification runs the same engine on the verified activity data.
+table. (Verification approves a verified total; recomputing it from verified activity data
+with this engine is still to come.)
 
 All arithmetic is exact decimal (or rational) arithmetic; rounding happens in exactly two
 places, both ROUND_HALF_UP:
