@@ -225,6 +225,9 @@ def _operator_call(service: str, url: str | None, method: str, path: str) -> Any
             f"{base}{path}: HTTP {error.code} {error.read().decode(errors='replace')}", err=True
         )
         raise typer.Exit(1) from error
+    except OSError as error:  # refused, unreachable, timed out
+        typer.echo(f"{base}{path}: {error} (is {service} running there? see --url)", err=True)
+        raise typer.Exit(1) from error
 
 
 @dlq.command("list")

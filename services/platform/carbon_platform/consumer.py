@@ -78,8 +78,8 @@ class EventConsumer:
             event = decode(raw)
         except PoisonMessage as poison:
             error_class, message = poison.error_class, str(poison)
-            return await self._until_done(
-                lambda: self._dead_letter(raw, error_class, message), raw, None
+            return await self._retrying(
+                lambda: self._dead_letter(raw, error_class, message), raw, None, bug_attempts=None
             )
         handler = self._handlers.get(event.type)
         if handler is None:

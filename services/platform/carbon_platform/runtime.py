@@ -15,6 +15,7 @@ import faust
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
 from carbon_contracts.catalogue import catalogue
@@ -42,10 +43,38 @@ def load_settings(definition: ServiceDefinition) -> Settings:
     return settings
 
 
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    fetch_max_wait_ms = 100
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust hard-codes fetch_max_wait_ms=1500. A broker that holds a fetch for its whole
+        # wait (Tansu does, on multi-partition fetches) then delays every event by up to 1.5s.
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = _Consumer
+
+
+class CarbonApp(faust.App):
+    """Faust's app with the consumer's fetch wait under our control."""
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def make_faust_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")]
     app_id = f"{settings.group_prefix}-{settings.service}"
-    return faust.App(
+    _ConsumerThread.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    return CarbonApp(
         app_id,
         # Faust keeps a little local state; under var/, not in the working directory.
         datadir=str(settings.var_dir / f"{app_id}-data"),

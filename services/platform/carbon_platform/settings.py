@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Consumer group tuning: a group join waits up to the rebalance timeout for members.
     kafka_rebalance_timeout_s: float = Field(default=3.0, gt=0)
     kafka_session_timeout_s: float = Field(default=10.0, gt=0)
+    # Longest a consumer's fetch may wait at the broker for new records (latency bound).
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5000)
     kafka_max_poll_records: int = Field(default=50, ge=1)
     # Faust consumer group id prefix; tests isolate groups with it.
     group_prefix: str = "carbon"

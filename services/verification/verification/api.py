@@ -133,7 +133,7 @@ async def approve(
             agency_id=principal.agency or "", verified_emissions=body.verified_emissions
         )
         if not await store.save_approval(tx.conn, case=case, by=principal.subject, at=tx.now):
-            raise Conflict("case_closed", f"case {case_id} was approved meanwhile")
+            raise Conflict("case_changed", f"case {case_id} was approved or reassigned meanwhile")
         event = tx.publish(
             VerificationApproved(
                 credit_code=case.credit_code,

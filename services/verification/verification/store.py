@@ -106,7 +106,9 @@ async def save_approval(conn: AsyncConnection, *, case: Case, by: str, at: datet
     result = await conn.execute(
         update(cases)
         .where(cases.c.case_id == str(case.case_id))
-        .where(cases.c.status == "assigned")  # never approve twice, even under a race
+        # Never approve twice, nor for an agency the case was reassigned away from meanwhile.
+        .where(cases.c.status == "assigned")
+        .where(cases.c.agency_id == case.agency_id)
         .values(
             status=case.status,
             verified_emissions=case.verified_emissions,
