@@ -302,3 +302,86 @@ def produce(
             await producer.stop()
 
     asyncio.run(send())
+
+
+PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
+
+
+@dataclass
+class Platform:
+    """The whole stack as `carbon up` runs it, on free ports."""
+
+    bootstrap: str
+    urls: dict[str, str]
+    process: subprocess.Popen[bytes]
+    output: Path
+
+
+def _port_offset() -> int:
+    """An offset that moves all four service ports onto free ones."""
+    while True:
+        offset = free_port() - min(PORTS.values())
+        ports = [port + offset for port in PORTS.values()]
+        if max(ports) < 65000 and all(_is_free(port) for port in ports):
+            return offset
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def running_platform(var_dir: Path, database: Database) -> Iterator[Platform]:
+    """`carbon up` with its own broker, as a user starts it; Ctrl-C (SIGINT) at the end, which
+    must stop everything cleanly."""
+    kafka_port, offset = free_port(), _port_offset()
+    env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
+    env.pop("CARBON_KAFKA_BOOTSTRAP", None)
+    command = [
+        sys.executable, "-m", "carbon_platform.cli", "up", "--kafka-port", str(kafka_port),
+        "--port-offset", str(offset), "--var-dir", str(var_dir), "--ready-timeout", "90",
+    ]  # fmt: skip
+    if database.url:
+        env["CARBON_DATABASE_URL"] = database.url
+        command += ["--schema-prefix", database.schema_prefix]
+    output = var_dir / "carbon-up.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            logs = "\n".join(p.read_text()[-3000:] for p in sorted(var_dir.rglob("*.log")))
+            raise AssertionError(f"carbon up exited: {output.read_text()}\n{logs}")
+        return b"Ctrl-C stops everything" in output.read_bytes()
+
+    urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
+    try:
+        wait_until(up, timeout=120, what="carbon up", every=0.5)
+        yield Platform(f"127.0.0.1:{kafka_port}", urls, process, output)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        database.drop(list(PORTS))
+
+
+@contextmanager
+def running_service(
+    name: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, ServiceProcess]]:
+    """One service on its own fresh broker and database: (bootstrap, service)."""
+    database = Database.for_test()
+    with embedded_broker(tmp_path) as bootstrap:
+        service = ServiceProcess(name, bootstrap, tmp_path, database, extra_env or {}).start()
+        try:
+            yield bootstrap, service
+        finally:
+            service.stop()
+            database.drop([name])

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from carbon_contracts.catalogue import catalogue
 from registry.domain.credit_code import make_credit_code
-from tests.support import JWT_SECRET, free_port, token, wait_until
-
-PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
+from tests.support import Database, running_platform, token
 
 
 def summary(name: str, samples: list[float]) -> str:
@@ -142,43 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entities", type=int, default=100)
     args = parser.parse_args()
-    var_dir = Path(tempfile.mkdtemp(prefix="carbon-bench-"))
-    kafka_port = free_port()
-    offset = free_port() - 8001
-    env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
-    env.pop("CARBON_KAFKA_BOOTSTRAP", None)
-    output = (var_dir / "carbon-up.out").open("wb")
     started = time.perf_counter()
-    stack = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carbon_platform.cli",
-            "up",
-            "--kafka-port",
-            str(kafka_port),
-            "--port-offset",
-            str(offset),
-            "--var-dir",
-            str(var_dir),
-        ],
-        env=env,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(
-            lambda: b"Ctrl-C stops everything" in (var_dir / "carbon-up.out").read_bytes(),
-            timeout=120,
-            what="carbon up",
-        )
+    var_dir = Path(tempfile.mkdtemp(prefix="carbon-bench-"))
+    with running_platform(var_dir, Database(url=None, schema_prefix="")) as platform:
         ready_after = time.perf_counter() - started
         print(f"{'carbon up: start to all four services ready':<44} {ready_after:.1f} s")
-        urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
-        asyncio.run(measure(f"127.0.0.1:{kafka_port}", urls, args.entities))
-    finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(60)
+        asyncio.run(measure(platform.bootstrap, platform.urls, args.entities))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,101 +19,28 @@ from jsonschema import Draft202012Validator, FormatChecker
 from registry.domain.credit_code import make_credit_code
 from tests.support import (
     JWT_SECRET,
+    PORTS,
     REPO,
     Database,
+    Platform,
     Record,
     free_port,
     read_topic,
+    running_platform,
     token,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
-SERVICES = ("reporting", "verification", "registry", "notifier")
-PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
-
-
-@dataclass
-class Platform:
-    bootstrap: str
-    urls: dict[str, str]
-    process: subprocess.Popen[bytes]
-
-
-def _port_offset() -> int:
-    """An offset that moves all four service ports onto free ones."""
-    while True:
-        offset = free_port() - 8001
-        ports = [port + offset for port in PORTS.values()]
-        if max(ports) < 65000 and all(_is_free(port) for port in ports):
-            return offset
-
-
-def _is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+SERVICES = tuple(PORTS)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    var_dir = tmp_path_factory.mktemp("platform")
-    database = Database.for_test()
-    kafka_port, offset = free_port(), _port_offset()
-    env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
-    env.pop("CARBON_KAFKA_BOOTSTRAP", None)
-    command = [
-        sys.executable,
-        "-m",
-        "carbon_platform.cli",
-        "up",
-        "--kafka-port",
-        str(kafka_port),
-        "--port-offset",
-        str(offset),
-        "--var-dir",
-        str(var_dir),
-        "--ready-timeout",
-        "90",
-    ]
-    if database.url:
-        env["CARBON_DATABASE_URL"] = database.url
-        command += ["--schema-prefix", database.schema_prefix]
-    output = (var_dir / "carbon-up.out").open("wb")
-    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
-    try:
-        wait_until(
-            lambda: (
-                _fail_if_exited(process, var_dir)
-                or b"Ctrl-C stops everything" in (var_dir / "carbon-up.out").read_bytes()
-            ),
-            timeout=120,
-            what="carbon up",
-            every=0.5,
-        )
-        yield Platform(f"127.0.0.1:{kafka_port}", urls, process)
-    finally:
-        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        database.drop(list(SERVICES))
-    assert process.returncode == 0, (var_dir / "carbon-up.out").read_text()
-    assert b"stopped." in (var_dir / "carbon-up.out").read_bytes()
-
-
-def _fail_if_exited(process: subprocess.Popen[bytes], var_dir: Path) -> bool:
-    if process.poll() is not None:
-        logs = "\n".join(p.read_text()[-3000:] for p in sorted(var_dir.rglob("*.log")))
-        raise AssertionError(f"carbon up exited: {(var_dir / 'carbon-up.out').read_text()}\n{logs}")
-    return False
+    with running_platform(tmp_path_factory.mktemp("platform"), Database.for_test()) as platform:
+        yield platform
+    assert platform.process.returncode == 0, platform.output.read_text()
+    assert b"stopped." in platform.output.read_bytes()
 
 
 def _schemas_by_id() -> dict[str, dict[str, Any]]:

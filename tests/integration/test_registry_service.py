@@ -19,11 +19,10 @@ from carbon_contracts.policy import default_policy_path
 from carbon_platform.codec import encode
 from registry.domain.credit_code import make_credit_code
 from tests.support import (
-    Database,
     ServiceProcess,
-    embedded_broker,
     produce,
     read_topic,
+    running_service,
     token,
     wait_until,
 )
@@ -38,20 +37,8 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, ServiceProcess]]:
     policy["allocation"]["ratio"] = "0.90"
     policy_file = tmp_path / "short-allocation.yaml"
     policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    database = Database.for_test()
-    with embedded_broker(tmp_path) as bootstrap:
-        service = ServiceProcess(
-            "registry",
-            bootstrap,
-            tmp_path,
-            database,
-            extra_env={"CARBON_POLICY_FILE": str(policy_file)},
-        ).start()
-        try:
-            yield bootstrap, service
-        finally:
-            service.stop()
-            database.drop(["registry"])
+    with running_service("registry", tmp_path, {"CARBON_POLICY_FILE": str(policy_file)}) as running:
+        yield running
 
 
 def register(service: ServiceProcess, code: str) -> None:

@@ -21,11 +21,10 @@ from carbon_platform.codec import Outgoing, encode
 from registry.domain.credit_code import make_credit_code
 from tests.support import (
     JWT_SECRET,
-    Database,
     ServiceProcess,
-    embedded_broker,
     produce,
     read_topic,
+    running_service,
     token,
     wait_until,
 )
@@ -68,14 +67,8 @@ def cases(service: ServiceProcess) -> list[dict[str, object]]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[str, ServiceProcess]]:
-    database = Database.for_test()
-    with embedded_broker(tmp_path) as bootstrap:
-        service = ServiceProcess("verification", bootstrap, tmp_path, database).start()
-        try:
-            yield bootstrap, service
-        finally:
-            service.stop()
-            database.drop(["verification"])
+    with running_service("verification", tmp_path) as running:
+        yield running
 
 
 def test_a_submitted_report_opens_one_case(stack: tuple[str, ServiceProcess]) -> None:

@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueConstraint, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.db import upsert
 from carbon_platform.tables import UtcDateTime, messaging_tables
 from notifier.domain.messages import Notification
 
@@ -41,9 +40,8 @@ notifications = Table(
 
 
 async def set_district(conn: AsyncConnection, *, credit_code: str, district: str) -> None:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(supervision)
+        upsert(conn, supervision)
         .values(credit_code=credit_code, district=district)
         .on_conflict_do_update(index_elements=["credit_code"], set_={"district": district})
     )

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Table, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from carbon_platform.settings import Settings
+
+
+def upsert(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT with ON CONFLICT clauses, in the connection's dialect (PostgreSQL or SQLite)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return insert(table)
 
 
 def is_sqlite(url: str) -> bool:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_platform.codec import RawMessage
+from carbon_platform.db import upsert
 
 
 async def record_first_delivery(
@@ -24,9 +23,8 @@ async def record_first_delivery(
     at: datetime,
 ) -> bool:
     """Insert the inbox row; False when this consumer has already taken the event."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = (
-        insert(inbox)
+        upsert(conn, inbox)
         .values(
             consumer=consumer,
             event_id=event_id,

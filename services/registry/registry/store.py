@@ -18,10 +18,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.db import upsert
 from carbon_platform.errors import Conflict
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
@@ -111,10 +110,6 @@ allocations = Table(
 )
 
 
-def _upsert(conn: AsyncConnection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
 async def get_entity(conn: AsyncConnection, *, credit_code: str) -> Any:
     return (
         await conn.execute(select(entities).where(entities.c.credit_code == credit_code))
@@ -143,7 +138,7 @@ async def register(
 ) -> None:
     values = {"name": name, "district": district, "sector": sector}
     await conn.execute(
-        _upsert(conn)(entities)
+        upsert(conn, entities)
         .values(credit_code=credit_code, registered_at=at, **values)
         .on_conflict_do_update(index_elements=["credit_code"], set_=values)
     )
@@ -194,7 +189,7 @@ async def move_allowances(
     A debit never takes a balance below zero (and the check constraint backs that up)."""
     if amount > 0:
         await conn.execute(
-            _upsert(conn)(holdings)
+            upsert(conn, holdings)
             .values(credit_code=credit_code, vintage=vintage, balance=amount)
             .on_conflict_do_update(
                 index_elements=["credit_code", "vintage"],

@@ -16,10 +16,9 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform.db import upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from reporting.domain.calculation import Calculation
 
@@ -55,9 +54,8 @@ reports = Table(
 async def add_to_roster(
     conn: AsyncConnection, *, credit_code: str, compliance_year: int, name: str, district: str
 ) -> None:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(roster)
+        upsert(conn, roster)
         .values(
             credit_code=credit_code, compliance_year=compliance_year, name=name, district=district
         )
