@@ -351,7 +351,9 @@ def running_platform(var_dir: Path, database: Database) -> Iterator[Platform]:
         command += ["--schema-prefix", database.schema_prefix]
     output = var_dir / "carbon-up.out"
     with output.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def up() -> bool:
         if process.poll() is not None:
@@ -364,7 +366,8 @@ def running_platform(var_dir: Path, database: Database) -> Iterator[Platform]:
         wait_until(up, timeout=120, what="carbon up", every=0.5)
         yield Platform(f"127.0.0.1:{kafka_port}", urls, process, output)
     finally:
-        process.send_signal(signal.SIGINT)
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:

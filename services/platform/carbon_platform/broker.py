@@ -38,6 +38,7 @@ def start_tansu(port: int, log_file: Path, *, host: str = "127.0.0.1") -> subpro
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # stopped by whoever started it, after the services
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

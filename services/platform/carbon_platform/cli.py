@@ -84,6 +84,7 @@ def up(
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)  # the terminal closed: the services must not outlive it
     try:
         created = asyncio.run(create_topics(bootstrap, catalogue()))
         typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
@@ -98,6 +99,9 @@ def up(
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
+                    # Out of the terminal's process group: Ctrl-C reaches only `carbon up`,
+                    # which then stops everything in order.
+                    start_new_session=True,
                 )
         urls = {s: f"http://127.0.0.1:{p + port_offset}" for s, p in SERVICES.items()}
         _wait_ready(urls, processes, ready_timeout, logs)
@@ -117,14 +121,17 @@ def up(
         pass
     finally:
         typer.echo("stopping...")
+        # Services first, while the broker is still there for them to leave their groups.
         for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
         for process in processes.values():
             try:
-                process.wait(20)
+                process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         if broker is not None:
             stop_process(broker)
         typer.echo("stopped.")
