@@ -77,14 +77,14 @@ def up(
         env["CARBON_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{kafka_port}"
     bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)  # the terminal closed: the services must not outlive it
+    # Ctrl-C, a stop request, or the terminal closing: the same orderly stop. Set explicitly,
+    # since a shell that starts us in the background leaves SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
     try:
         created = asyncio.run(create_topics(bootstrap, catalogue()))
         typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
@@ -111,7 +111,7 @@ def up(
         typer.echo(f"  kafka         {bootstrap}")
         typer.echo(f"  logs          {logs}")
         typer.echo("Ctrl-C stops everything.")
-        while not stopping:
+        while True:
             for service, process in processes.items():
                 if process.poll() is not None:
                     typer.echo(f"{service} exited with {process.returncode}; see {logs}", err=True)
@@ -120,6 +120,8 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         typer.echo("stopping...")
         # Services first, while the broker is still there for them to leave their groups.
         for process in processes.values():
