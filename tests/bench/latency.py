@@ -1,8 +1,8 @@
-"""Benchmark: time from an HTTP command to its event on the topic, and from a report to the
-verification case it opens downstream. Starts its own embedded stack (`carbon up`) on free ports
-and prints figures; asserts nothing about timing.
+"""Benchmark: time from an HTTP command to its event on the topic, from a report to the
+verification case it opens downstream, and how fast one worker drains a backlog. Starts its own
+embedded stack (`carbon up`) on free ports and prints figures; asserts nothing about timing.
 
-    .venv/bin/python tests/bench/latency.py [--entities 100]
+    .venv/bin/python tests/bench/latency.py [--entities 100] [--events 1000]
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from carbon_contracts.catalogue import catalogue
+from carbon_contracts.events import ReportLine, ReportSubmitted
+from carbon_platform.codec import encode
 from registry.domain.credit_code import make_credit_code
 from tests.support import Database, running_platform, token
 
@@ -53,7 +58,7 @@ async def arrivals(bootstrap: str, topic: str, keys: set[bytes], out: dict[bytes
         await consumer.stop()
 
 
-async def measure(bootstrap: str, urls: dict[str, str], count: int) -> None:
+async def measure(bootstrap: str, urls: dict[str, str], count: int, events: int) -> None:
     codes = [make_credit_code(900_000 + i) for i in range(count)]
     keys = {code.encode() for code in codes}
     registered: dict[bytes, float] = {}
@@ -131,18 +136,76 @@ async def measure(bootstrap: str, urls: dict[str, str], count: int) -> None:
                 [case_seen[c] - report_sent[c] for c in report_sent],
             )
         )
+    await consumption_rate(bootstrap, urls["verification"], events)
+
+
+async def consumption_rate(bootstrap: str, verification: str, count: int) -> None:
+    """Events per second through one worker (decode, inbox, handler, commit, per event), with
+    the whole backlog on the topic before the clock starts."""
+    events = [
+        encode(
+            ReportSubmitted(
+                credit_code=make_credit_code(800_000 + i),
+                compliance_year=2024,
+                report_id=uuid4(),
+                factor_table="shanghai-default-2024.1",
+                lines=[
+                    ReportLine(
+                        source="heat",
+                        activity=Decimal(1),
+                        unit="GJ",
+                        factor=Decimal("0.06"),
+                        emissions=Decimal("0.060"),
+                    )
+                ],
+                total_emissions=Decimal("0.060"),
+                submitted_at=datetime.now(UTC),
+            ),
+            source="/carbon/reporting",
+            time=datetime.now(UTC),
+        )
+        for i in range(count)
+    ]
+
+    async def processed(client: httpx.AsyncClient) -> float:
+        body = (await client.get(f"{verification}/metrics")).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("carbon_events_consumed_total{") and "report.submitted" in line
+        )
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        before = await processed(client)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        await producer.start()
+        started = time.perf_counter()
+        for event in events:
+            await producer.send(event.topic, event.value, key=event.key, headers=event.headers)
+        await producer.flush()
+        await producer.stop()
+        while (done := await processed(client) - before) < count:
+            if time.perf_counter() - started > 300:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    print(
+        f"{'produce N report.submitted -> all processed':<44} n={int(done):<4} "
+        f"{elapsed:7.1f} s   {done / elapsed:7.1f} events/s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entities", type=int, default=100)
+    parser.add_argument("--events", type=int, default=1000, help="for the consumption rate")
     args = parser.parse_args()
     started = time.perf_counter()
     var_dir = Path(tempfile.mkdtemp(prefix="carbon-bench-"))
     with running_platform(var_dir, Database(url=None, schema_prefix="")) as platform:
         ready_after = time.perf_counter() - started
         print(f"{'carbon up: start to all four services ready':<44} {ready_after:.1f} s")
-        asyncio.run(measure(platform.bootstrap, platform.urls, args.entities))
+        asyncio.run(measure(platform.bootstrap, platform.urls, args.entities, args.events))
 
 
 if __name__ == "__main__":
