@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import faust
 import uvicorn
@@ -44,13 +44,11 @@ def load_settings(definition: ServiceDefinition) -> Settings:
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    fetch_max_wait_ms = 100
-
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Faust hard-codes fetch_max_wait_ms=1500. A broker that holds a fetch for its whole
         # wait (Tansu does, on multi-partition fetches) then delays every event by up to 1.5s.
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = cast(CarbonApp, self.app).fetch_max_wait_ms
         return consumer
 
 
@@ -66,6 +64,10 @@ class _Transport(aiokafka_driver.Transport):
 class CarbonApp(faust.App):
     """Faust's app with the consumer's fetch wait under our control."""
 
+    def __init__(self, app_id: str, *, fetch_max_wait_ms: int, **options: Any) -> None:
+        super().__init__(app_id, **options)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
 
@@ -73,9 +75,9 @@ class CarbonApp(faust.App):
 def make_faust_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")]
     app_id = f"{settings.group_prefix}-{settings.service}"
-    _ConsumerThread.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     return CarbonApp(
         app_id,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         # Faust keeps a little local state; under var/, not in the working directory.
         datadir=str(settings.var_dir / f"{app_id}-data"),
         broker=brokers,
@@ -97,12 +99,10 @@ def make_faust_app(settings: Settings) -> faust.App:
 
 
 def subscribe(app: faust.App, consumer: EventConsumer, topics: list[str]) -> None:
-    channels = [
-        app.topic(name, partitions=catalogue().topic(name).partitions, internal=False)
-        for name in topics
-    ]
+    """One agent over all the service's topics: per-partition order is kept, and every record
+    goes through the consumer, which never lets an exception reach Faust."""
 
-    @app.agent(app.topic(*[channel.get_topic_name() for channel in channels]), name="consume")
+    @app.agent(app.topic(*topics), name="consume")
     async def consume(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
