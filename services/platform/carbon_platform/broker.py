@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 def start_tansu(port: int, log_file: Path, *, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     """Start an in-memory Tansu broker on host:port and wait until it accepts connections."""
+    if _listening(host, port):
+        raise RuntimeError(
+            f"{host}:{port} is already taken (another `carbon up`?); choose --kafka-port, or "
+            "set CARBON_KAFKA_BOOTSTRAP to use a running broker"
+        )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     url = f"tcp://{host}:{port}"
     with log_file.open("ab") as output:
@@ -44,13 +49,19 @@ def start_tansu(port: int, log_file: Path, *, host: str = "127.0.0.1") -> subpro
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"tansu exited with {process.returncode}; see {log_file}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.05)
+        if _listening(host, port):
+            return process
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"tansu did not listen on {host}:{port} within 20s; see {log_file}")
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:

@@ -71,11 +71,6 @@ def up(
     env["CARBON_VAR_DIR"] = str(var)
     env.setdefault("CARBON_LOG_FORMAT", "json")
     broker = None
-    if "CARBON_KAFKA_BOOTSTRAP" not in os.environ:
-        typer.echo(f"starting embedded broker (tansu) on 127.0.0.1:{kafka_port}")
-        broker = start_tansu(kafka_port, logs / "broker.log")
-        env["CARBON_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{kafka_port}"
-    bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
     processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def interrupt(*_: object) -> None:
@@ -86,6 +81,11 @@ def up(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
     try:
+        if "CARBON_KAFKA_BOOTSTRAP" not in os.environ:
+            typer.echo(f"starting embedded broker (tansu) on 127.0.0.1:{kafka_port}")
+            broker = start_tansu(kafka_port, logs / "broker.log")
+            env["CARBON_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{kafka_port}"
+        bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
         created = asyncio.run(create_topics(bootstrap, catalogue()))
         typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
         for service, port in SERVICES.items():
@@ -119,6 +119,9 @@ def up(
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as error:  # the broker or a service could not start
+        typer.echo(f"carbon up failed: {error}", err=True)
+        raise typer.Exit(1) from error
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
