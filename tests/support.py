@@ -16,16 +16,24 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from carbon_contracts.catalogue import catalogue
+from carbon_contracts.events import ReportLine, ReportSubmitted
+from carbon_platform.auth import Role, issue_token
 from carbon_platform.broker import create_topics, start_tansu, stop_process
+from carbon_platform.codec import Outgoing, encode
+from carbon_platform.settings import Settings
+from registry.domain.credit_code import make_credit_code
 
 REPO = Path(__file__).resolve().parents[1]
 JWT_SECRET = "test-secret-" + "x" * 32
@@ -218,12 +226,6 @@ def token(
     district: str | None = None,
 ) -> dict[str, str]:
     """Authorization header with a token signed like the services' own."""
-    from datetime import UTC, datetime
-
-    from pydantic import SecretStr
-
-    from carbon_platform.auth import Role, issue_token
-    from carbon_platform.settings import Settings
 
     settings = Settings(jwt_secret=SecretStr(JWT_SECRET))
     value = issue_token(
@@ -388,3 +390,26 @@ def running_service(
         finally:
             service.stop()
             database.drop([name])
+
+
+def report_event(seed: int) -> Outgoing:
+    """A valid `report.submitted` (1000 GJ of heat: 60.000 t) of entity number `seed`, as the
+    reporting service would publish it."""
+    payload = ReportSubmitted(
+        credit_code=make_credit_code(seed),
+        compliance_year=2024,
+        report_id=uuid.uuid4(),
+        factor_table="shanghai-default-2024.1",
+        lines=[
+            ReportLine(
+                source="heat",
+                activity=Decimal(1000),
+                unit="GJ",
+                factor=Decimal("0.06"),
+                emissions=Decimal("60.000"),
+            )
+        ],
+        total_emissions=Decimal("60.000"),
+        submitted_at=datetime.now(UTC),
+    )
+    return encode(payload, source="/carbon/reporting", time=datetime.now(UTC))

@@ -13,10 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,10 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import ReportLine, ReportSubmitted
-from carbon_platform.codec import encode
 from registry.domain.credit_code import make_credit_code
-from tests.support import Database, running_platform, token
+from tests.support import Database, report_event, running_platform, token
 
 
 def summary(name: str, samples: list[float]) -> str:
@@ -142,30 +137,7 @@ async def measure(bootstrap: str, urls: dict[str, str], count: int, events: int)
 async def consumption_rate(bootstrap: str, verification: str, count: int) -> None:
     """Events per second through one worker (decode, inbox, handler, commit, per event), with
     the whole backlog on the topic before the clock starts."""
-    events = [
-        encode(
-            ReportSubmitted(
-                credit_code=make_credit_code(800_000 + i),
-                compliance_year=2024,
-                report_id=uuid4(),
-                factor_table="shanghai-default-2024.1",
-                lines=[
-                    ReportLine(
-                        source="heat",
-                        activity=Decimal(1),
-                        unit="GJ",
-                        factor=Decimal("0.06"),
-                        emissions=Decimal("0.060"),
-                    )
-                ],
-                total_emissions=Decimal("0.060"),
-                submitted_at=datetime.now(UTC),
-            ),
-            source="/carbon/reporting",
-            time=datetime.now(UTC),
-        )
-        for i in range(count)
-    ]
+    events = [report_event(800_000 + i) for i in range(count)]
 
     async def processed(client: httpx.AsyncClient) -> float:
         body = (await client.get(f"{verification}/metrics")).text

@@ -8,22 +8,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
-from carbon_contracts.events import ReportLine, ReportSubmitted
-from carbon_platform.codec import Outgoing, encode
-from registry.domain.credit_code import make_credit_code
+from carbon_platform.codec import Outgoing
 from tests.support import (
     JWT_SECRET,
     ServiceProcess,
     produce,
     read_topic,
+    report_event,
     running_service,
     token,
     wait_until,
@@ -31,27 +27,6 @@ from tests.support import (
 
 pytestmark = pytest.mark.integration
 REGULATOR = token("regulator")
-
-
-def report_event(seed: int) -> Outgoing:
-    payload = ReportSubmitted(
-        credit_code=make_credit_code(seed),
-        compliance_year=2024,
-        report_id=uuid4(),
-        factor_table="shanghai-default-2024.1",
-        lines=[
-            ReportLine(
-                source="heat",
-                activity=Decimal(1000),
-                unit="GJ",
-                factor=Decimal("0.06"),
-                emissions=Decimal("60.000"),
-            )
-        ],
-        total_emissions=Decimal("60.000"),
-        submitted_at=datetime.now(UTC),
-    )
-    return encode(payload, source="/carbon/reporting", time=datetime.now(UTC))
 
 
 def send(bootstrap: str, *events: Outgoing) -> None:
