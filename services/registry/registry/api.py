@@ -271,7 +271,7 @@ async def _preallocate(
     policy = context.policy
     allowances = compliance.preallocation(policy, verified)
     next_year = year + 1
-    await store.record_allocation(
+    await store.issue_allowances(
         tx.conn,
         credit_code=code,
         compliance_year=next_year,
@@ -279,18 +279,9 @@ async def _preallocate(
         method="preallocation",
         basis_emissions=verified,
         allowances=allowances,
+        reference=f"preallocation-{next_year}",
         at=tx.now,
     )
-    if allowances:
-        await store.move_allowances(
-            tx.conn,
-            credit_code=code,
-            vintage=next_year,
-            amount=allowances,
-            kind="preallocation",
-            reference=f"preallocation-{next_year}",
-            at=tx.now,
-        )
     tx.after_commit.append(
         lambda: metrics.ALLOWANCES_ISSUED.labels("preallocation").inc(allowances)
     )

@@ -40,7 +40,7 @@ async def on_verification_approved(
     allocation = compliance.allocate(
         policy, approved.verified_emissions, preallocated=earlier.allowances if earlier else 0
     )
-    await store.record_allocation(
+    await store.issue_allowances(
         tx.conn,
         credit_code=code,
         compliance_year=year,
@@ -48,18 +48,9 @@ async def on_verification_approved(
         method=allocation.method,
         basis_emissions=approved.verified_emissions,
         allowances=allocation.allowances,
+        reference=str(approved.case_id),
         at=tx.now,
     )
-    if allocation.allowances:
-        await store.move_allowances(
-            tx.conn,
-            credit_code=code,
-            vintage=year,
-            amount=allocation.allowances,
-            kind="allocation",
-            reference=str(approved.case_id),
-            at=tx.now,
-        )
     tx.publish(
         AllocationIssued(
             credit_code=code,

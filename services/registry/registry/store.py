@@ -220,7 +220,7 @@ async def move_allowances(
     )
 
 
-async def record_allocation(
+async def issue_allowances(
     conn: AsyncConnection,
     *,
     credit_code: str,
@@ -229,8 +229,10 @@ async def record_allocation(
     method: str,
     basis_emissions: Decimal,
     allowances: int,
+    reference: str,
     at: datetime,
 ) -> None:
+    """Record an allocation or pre-allocation for a year and credit that year's vintage."""
     await conn.execute(
         allocations.insert().values(
             credit_code=credit_code,
@@ -242,6 +244,16 @@ async def record_allocation(
             issued_at=at,
         )
     )
+    if allowances:
+        await move_allowances(
+            conn,
+            credit_code=credit_code,
+            vintage=compliance_year,
+            amount=allowances,
+            kind=kind,
+            reference=reference,
+            at=at,
+        )
 
 
 async def get_allocation(
