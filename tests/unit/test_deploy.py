@@ -2,13 +2,15 @@
 
 Nothing here needs Docker. The files are parsed and cross-checked against the facts the
 services are built to: their ports, their `python -m <service>` commands, their configuration
-variables and the names of the metrics they export.
+variables, the names of the metrics they export and the Kafka ACLs of the topic catalogue.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -20,15 +22,45 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from carbon_contracts.catalogue import catalogue
+from carbon_platform.kafka import acl_script
+from carbon_platform.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "carbon-overview.json"
 
 SERVICE_PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
-STACK = {"kafka", "postgres", "topics", *SERVICE_PORTS, "prometheus", "grafana"}
+STACK = {"kafka", "postgres", "topics", "acls", *SERVICE_PORTS, "prometheus", "grafana"}
 BOOTSTRAP = "kafka:9092"
 JWT_SECRET = "${CARBON_JWT_SECRET:?set CARBON_JWT_SECRET}"
+KAFKA_DIR = DEPLOY / "kafka"
+KAFKA_IMAGE = "apache/kafka:3.9.0"
+ADMIN = "admin"
+SASL_PROTOCOLS = {"SASL_PLAINTEXT", "SASL_SSL"}
+# The apache/kafka image turns these KAFKA_* variables into no broker property
+# (ExcludeServerPropsEnv in core/src/main/scala/kafka/docker/KafkaDockerWrapper.scala, 3.9.0).
+KAFKA_NON_PROPERTY_ENV = {
+    "KAFKA_VERSION",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_LOG4J_OPTS",
+    "KAFKA_OPTS",
+    "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS",
+    "KAFKA_GC_LOG_OPTS",
+    "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+    "KAFKA_JMX_HOSTNAME",
+}
+
+
+def kafka_password(principal: str) -> str:
+    """How compose must reference a Kafka principal's password: a required variable."""
+    name = f"CARBON_KAFKA_PASSWORD_{principal.upper()}"
+    return f"${{{name}:?set {name}}}"
+
 
 # Everything the services export (carbon_platform.metrics). `up` comes from Prometheus.
 HISTOGRAMS = frozenset({"carbon_event_handle_seconds", "carbon_http_request_duration_seconds"})
@@ -191,6 +223,7 @@ def test_app_service_waits_for_broker_database_and_topics(
         "kafka": "service_healthy",
         "postgres": "service_healthy",
         "topics": "service_completed_successfully",
+        "acls": "service_completed_successfully",
     }
 
 
@@ -285,6 +318,265 @@ def test_container_config_paths_resolve_to_repo_files(services: dict[str, Any]) 
         folder = host_path(grafana, provider["options"]["path"])
         assert folder.is_dir()
         assert list(folder.glob("*.json"))
+
+
+# --- Kafka authentication and ACLs ------------------------------------------------------------
+
+
+def kafka_server_properties(env: dict[str, Any]) -> dict[str, str]:
+    """The broker properties the apache/kafka image writes from KAFKA_* variables: prefix
+    dropped, lower case, `_` to `.`, `__` to `_`, `___` to `-` (KafkaDockerWrapper, 3.9.0)."""
+    properties = {}
+    for key, value in env.items():
+        if key.startswith("KAFKA_") and key not in KAFKA_NON_PROPERTY_ENV:
+            name = key.replace("KAFKA_", "").lower().replace("_", ".")
+            properties[name.replace("...", "-").replace("..", "_")] = str(value)
+    return properties
+
+
+@pytest.fixture(scope="module")
+def kafka_props(services: dict[str, Any]) -> dict[str, str]:
+    return kafka_server_properties(services["kafka"]["environment"])
+
+
+def listener_protocols(props: dict[str, str]) -> dict[str, str]:
+    """Listener name -> security protocol, for every listener the broker opens."""
+    protocol_map = dict(
+        entry.split(":") for entry in props["listener.security.protocol.map"].split(",")
+    )
+    names = [entry.split("://")[0] for entry in props["listeners"].split(",")]
+    return {name: protocol_map.get(name, name) for name in names}
+
+
+def enabled_mechanisms(props: dict[str, str], listener: str) -> list[str]:
+    value = props.get(
+        f"listener.name.{listener.lower()}.sasl.enabled.mechanisms",
+        props["sasl.enabled.mechanisms"],
+    )
+    return value.split(",")
+
+
+def jaas_config(props: dict[str, str], listener: str, mechanism: str) -> str:
+    return props[f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"]
+
+
+def jaas_options(config: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', config))
+
+
+def parse_acl_script(text: str) -> dict[tuple[str, str, str], set[str]]:
+    """(principal, resource type, name) -> allowed operations, from kafka-acls.sh lines."""
+    grants: dict[tuple[str, str, str], set[str]] = {}
+    for line in text.splitlines():
+        if not line.startswith("kafka-acls.sh "):
+            continue
+        words = shlex.split(line)
+        assert "--add" in words and "--deny-principal" not in words, line
+        principal = words[words.index("--allow-principal") + 1]
+        operations = {words[i + 1] for i, word in enumerate(words) if word == "--operation"}
+        resources = [
+            (word[2:], words[i + 1])
+            for i, word in enumerate(words)
+            if word in {"--topic", "--group"}
+        ] + [("cluster", "kafka-cluster") for word in words if word == "--cluster"]
+        assert words.count("--allow-principal") == 1 and operations and resources, line
+        for kind, name in resources:
+            grants.setdefault((principal, kind, name), set()).update(operations)
+    return grants
+
+
+def test_kafka_listeners_all_require_sasl(
+    services: dict[str, Any], kafka_props: dict[str, str]
+) -> None:
+    protocols = listener_protocols(kafka_props)
+    assert set(protocols) == {"INTERNAL", "HOST", "CONTROLLER"}
+    for listener, protocol in protocols.items():
+        assert protocol in SASL_PROTOCOLS, f"{listener} is {protocol}"
+    advertised = [entry.split("://") for entry in kafka_props["advertised.listeners"].split(",")]
+    assert {name for name, _ in advertised} <= set(protocols)
+    assert ["INTERNAL", BOOTSTRAP] in advertised
+    assert kafka_props["inter.broker.listener.name"] in protocols
+    assert kafka_props["controller.listener.names"] == "CONTROLLER"
+    # The host listener is reachable from the host's loopback only.
+    assert [str(p) for p in services["kafka"]["ports"]] == ["127.0.0.1:29092:29092"]
+    # The image's configure script wants a JAAS file in KAFKA_OPTS when an advertised listener
+    # is *named* SASL_...; these names avoid that, the JAAS configs are broker properties.
+    if re.search(r"SASL_\w*://", kafka_props["advertised.listeners"]):
+        assert "java.security.auth.login.config" in services["kafka"]["environment"]["KAFKA_OPTS"]
+
+
+def test_kafka_has_a_jaas_config_for_every_mechanism_of_every_listener(
+    kafka_props: dict[str, str],
+) -> None:
+    for listener in listener_protocols(kafka_props):
+        mechanisms = enabled_mechanisms(kafka_props, listener)
+        assert mechanisms and set(mechanisms) <= {"PLAIN", "SCRAM-SHA-512"}, listener
+        for mechanism in mechanisms:
+            config = jaas_config(kafka_props, listener, mechanism)
+            assert config.rstrip().endswith(";"), (listener, mechanism)
+            module = config.split()[0]
+            if mechanism == "PLAIN":
+                assert module == "org.apache.kafka.common.security.plain.PlainLoginModule"
+                # admin is the only PLAIN user, and its password is a required variable.
+                users = {k: v for k, v in jaas_options(config).items() if k.startswith("user_")}
+                assert users == {f"user_{ADMIN}": kafka_password(ADMIN)}, listener
+            else:
+                assert module == "org.apache.kafka.common.security.scram.ScramLoginModule"
+                assert not [k for k in jaas_options(config) if k.startswith("user_")]
+
+
+def test_kafka_controller_and_inter_broker_log_in_as_admin(kafka_props: dict[str, str]) -> None:
+    # SCRAM credentials live in the metadata the controller serves, and the image formats its
+    # storage without any: the broker logs in to the controller, and to itself, as admin (PLAIN).
+    controller = kafka_props["sasl.mechanism.controller.protocol"]
+    assert controller == "PLAIN"
+    assert enabled_mechanisms(kafka_props, "CONTROLLER") == [controller]
+    inter_broker = kafka_props["sasl.mechanism.inter.broker.protocol"]
+    assert inter_broker in enabled_mechanisms(
+        kafka_props, kafka_props["inter.broker.listener.name"]
+    )
+    for listener, mechanism in [
+        ("CONTROLLER", controller),
+        (kafka_props["inter.broker.listener.name"], inter_broker),
+    ]:
+        options = jaas_options(jaas_config(kafka_props, listener, mechanism))
+        assert (options["username"], options["password"]) == (ADMIN, kafka_password(ADMIN))
+
+
+def test_kafka_authorizes_every_request_by_acl(kafka_props: dict[str, str]) -> None:
+    assert (
+        kafka_props["authorizer.class.name"]
+        == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert kafka_props["allow.everyone.if.no.acl.found"].lower() == "false"
+    assert kafka_props["super.users"] == f"User:{ADMIN}"
+
+
+def test_kafka_healthcheck_logs_in_as_admin(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    test = " ".join(kafka["healthcheck"]["test"])
+    script = re.search(r"sh (\S+/admin-client\.sh) > (\S+)", test)
+    assert script, test
+    assert host_path(kafka, script.group(1)) == KAFKA_DIR / "admin-client.sh"
+    assert f"--bootstrap-server {BOOTSTRAP} --command-config {script.group(2)}" in test
+    assert kafka["environment"]["CARBON_KAFKA_PASSWORD_ADMIN"] == kafka_password(ADMIN)
+    client = (KAFKA_DIR / "admin-client.sh").read_text()
+    assert "security.protocol=SASL_PLAINTEXT" in client
+    assert "sasl.mechanism=PLAIN" in client
+    assert 'username="admin" password="${CARBON_KAFKA_PASSWORD_ADMIN}"' in client
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
+def test_each_service_logs_in_to_kafka_as_itself(
+    services: dict[str, Any],
+    kafka_props: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    env = services[name]["environment"]
+    assert env["CARBON_KAFKA_SECURITY_PROTOCOL"] in SASL_PROTOCOLS
+    assert env["CARBON_KAFKA_SASL_USERNAME"] == name
+    assert env["CARBON_KAFKA_SASL_PASSWORD"] == kafka_password(name)
+    # SCRAM on the listener the services reach (kafka:9092); the broker never stores it.
+    assert env["CARBON_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["CARBON_KAFKA_SASL_MECHANISM"] in enabled_mechanisms(kafka_props, "INTERNAL")
+    # The ACLs name groups with the default prefix.
+    assert env.get("CARBON_GROUP_PREFIX", "carbon") == "carbon"
+    # And the service's settings accept that environment.
+    for key in [k for k in os.environ if k.startswith("CARBON_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, re.sub(r"\$\{[^}]*\}", "x" * 32, str(value)))
+    settings = Settings(service=name)
+    assert settings.kafka_sasl_username == name
+
+
+def test_kafka_passwords_are_required_variables_one_per_principal(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    references = re.findall(r"\$\{(CARBON_KAFKA_PASSWORD_\w+)([^}]*)\}", text)
+    assert {name for name, _ in references} == {
+        f"CARBON_KAFKA_PASSWORD_{p.upper()}" for p in [ADMIN, *SERVICE_PORTS]
+    }
+    for name, rest in references:
+        assert rest == f":?set {name}", f"{name} must be required (${{{name}:?set {name}}})"
+    # No literal password or JAAS user anywhere else.
+    usernames = [
+        svc["environment"]["CARBON_KAFKA_SASL_USERNAME"]
+        for svc in compose["services"].values()
+        if "CARBON_KAFKA_SASL_USERNAME" in svc.get("environment", {})
+    ]
+    assert sorted(usernames) == sorted([ADMIN, *SERVICE_PORTS])  # topics job + the services
+    for svc in compose["services"].values():
+        env = svc.get("environment", {})
+        if "CARBON_KAFKA_SASL_PASSWORD" in env:
+            assert env["CARBON_KAFKA_SASL_PASSWORD"] == kafka_password(
+                env["CARBON_KAFKA_SASL_USERNAME"]
+            )
+
+
+def test_topics_job_logs_in_as_admin(services: dict[str, Any]) -> None:
+    env = services["topics"]["environment"]
+    assert env["CARBON_KAFKA_SECURITY_PROTOCOL"] in SASL_PROTOCOLS
+    assert env["CARBON_KAFKA_SASL_MECHANISM"] == "PLAIN"
+    assert env["CARBON_KAFKA_SASL_USERNAME"] == ADMIN
+    assert env["CARBON_KAFKA_SASL_PASSWORD"] == kafka_password(ADMIN)
+
+
+def test_acls_job_creates_the_service_users_and_applies_the_acls(services: dict[str, Any]) -> None:
+    acls = services["acls"]
+    assert acls["image"] == services["kafka"]["image"] == KAFKA_IMAGE
+    assert dependency_conditions(acls) == {"kafka": "service_healthy"}
+    assert acls.get("restart", "no") == "no"
+    shell, script = acls["command"]
+    assert shell == "sh"
+    assert host_path(acls, script) == KAFKA_DIR / "provision.sh"
+    env = acls["environment"]
+    assert env["BOOTSTRAP"] == BOOTSTRAP
+    for principal in [ADMIN, *SERVICE_PORTS]:
+        variable = f"CARBON_KAFKA_PASSWORD_{principal.upper()}"
+        assert env[variable] == kafka_password(principal)
+    provision = (KAFKA_DIR / "provision.sh").read_text()
+    for name in SERVICE_PORTS:
+        variable = f"CARBON_KAFKA_PASSWORD_{name.upper()}"
+        assert f'scram_user {name} "${{{variable}:?set {variable}}}"' in provision
+    assert '--add-config "SCRAM-SHA-512=[password=$2]"' in provision
+    assert 'sh "$here/admin-client.sh" > "$CONFIG"' in provision
+    assert 'sh "$here/acls.sh"' in provision
+    assert "set -eu" in provision.splitlines()
+
+
+def test_acl_script_is_the_output_of_carbon_acls() -> None:
+    """deploy/kafka/acls.sh is generated: `.venv/bin/carbon acls > deploy/kafka/acls.sh`."""
+    assert (KAFKA_DIR / "acls.sh").read_text() == acl_script(catalogue(), "carbon"), (
+        "deploy/kafka/acls.sh is stale: run `.venv/bin/carbon acls > deploy/kafka/acls.sh`"
+    )
+
+
+def test_acl_script_lets_only_a_topics_owner_write_it() -> None:
+    grants = parse_acl_script((KAFKA_DIR / "acls.sh").read_text())
+    topics = load_yaml(ROOT / "contracts" / "topics.yaml")["topics"]
+    service_principals = {f"User:{name}" for name in SERVICE_PORTS}
+    for topic in topics:
+        writers = {
+            principal
+            for (principal, kind, name), ops in grants.items()
+            if (kind, name) == ("topic", topic["name"]) and ops & {"Write", "All"}
+        }
+        assert writers == {f"User:{topic['owner']}"}, topic["name"]
+    for (principal, kind, name), ops in grants.items():
+        if principal in service_principals:
+            assert kind != "cluster", (principal, ops)
+            assert "All" not in ops and "Alter" not in ops, (principal, name)
+            owner = any(t["name"] == name and principal == f"User:{t['owner']}" for t in topics)
+            if "Write" in ops:
+                assert owner, (principal, name)
+            if "Create" in ops:  # its own topics, and the topic Faust's leader assignor creates
+                assert owner or name == f"carbon-{principal[5:]}-__assignor-__leader", name
+        else:
+            assert principal == f"User:{ADMIN}", principal
+    for name in SERVICE_PORTS:
+        assert grants[(f"User:{name}", "group", f"carbon-{name}")] >= {"Read"}
+        assert grants[(f"User:{name}", "topic", f"{name}.dlq")] >= {"Read", "Write"}
 
 
 # --- Dockerfile and .dockerignore -------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carbon_contracts.policy import default_policy_path
@@ -18,6 +20,13 @@ class Settings(BaseSettings):
 
     service: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How every Kafka client (the worker, the relay, admin and DLQ readers) authenticates; see
+    # carbon_platform.kafka. PLAINTEXT suits the embedded broker only: a SASL protocol needs a
+    # username and password (one principal per service, deploy/README.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     # Unset: an SQLite file per service under var_dir. PostgreSQL: postgresql+asyncpg://...
     database_url: str | None = None
     # PostgreSQL schema owned by the service; defaults to the service name.
@@ -36,13 +45,31 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(default=10.0, gt=0)
     # Longest a consumer's fetch may wait at the broker for new records (latency bound).
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5000)
-    kafka_max_poll_records: int = Field(default=50, ge=1)
+    # Records a poll hands the worker, taken up in one database transaction.
+    kafka_max_poll_records: int = Field(default=500, ge=1)
+    # How long a worker waits for more records to join a batch before taking it up.
+    consume_linger_ms: float = Field(default=3.0, ge=0, le=1000)
     # Faust consumer group id prefix; tests isolate groups with it.
     group_prefix: str = "carbon"
     # Readiness turns false when the oldest unpublished outbox row is older than this.
     outbox_stall_s: float = Field(default=60.0, gt=0)
     bug_retry_attempts: int = Field(default=3, ge=1)
     transient_backoff_max_s: float = Field(default=5.0, gt=0)
+    # This process among the service's instances (outbox lease holder). When set, also its
+    # static consumer-group membership, so a restarted instance takes its partitions back at
+    # once; two running instances must never share one.
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    # One instance's relay publishes the outbox; another takes over once this lease lapses.
+    outbox_lease_s: float = Field(default=10.0, ge=1)
+    # The broker is asked this often whether it is there; readiness turns within two rounds.
+    broker_probe_interval_s: float = Field(default=3.0, gt=0)
+    broker_probe_timeout_s: float = Field(default=3.0, gt=0)
+    # Request bodies above this get 413 (a route may allow more, e.g. a bulk import).
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -52,6 +79,22 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"bootstrap server {server!r} must be host:port")
         return value
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Settings:
+        """A SASL protocol without a principal would fail at the broker; fail at start instead."""
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = []
+            if not self.kafka_sasl_username:
+                missing.append("CARBON_KAFKA_SASL_USERNAME")
+            if not self.kafka_sasl_password or not self.kafka_sasl_password.get_secret_value():
+                missing.append("CARBON_KAFKA_SASL_PASSWORD")
+            if missing:
+                raise ValueError(
+                    f"CARBON_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    f"{' and '.join(missing)}"
+                )
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:
