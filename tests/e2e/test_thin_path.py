@@ -372,6 +372,8 @@ def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
             reply = httpx.get(f"{api}/query", params={"query": promql}, timeout=2)
         except httpx.TransportError:
             return []
+        if reply.status_code != 200:  # 503 while Prometheus is still starting
+            return []
         result: list[dict[str, Any]] = reply.json()["data"]["result"]
         return result
 

@@ -16,14 +16,14 @@ from pydantic import SecretStr
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 
+from carbon_contracts.errors import Conflict
 from carbon_contracts.events import EntityRegistered
 from carbon_contracts.policy import default_policy_path, load_policy
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Event, RawMessage, encode
 from carbon_platform.consumer import EventConsumer
-from carbon_platform.context import ServiceContext, Transaction
+from carbon_platform.context import ServiceContext, UnitOfWork
 from carbon_platform.db import make_engine
-from carbon_platform.errors import Conflict
 from carbon_platform.migrations import migrate
 from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
@@ -57,8 +57,8 @@ async def context(tmp_path: Path) -> AsyncIterator[ServiceContext]:
         name="reporting",
         settings=settings,
         engine=engine,
-        inbox=store.inbox,
-        outbox=store.outbox,
+        inbox=store.messaging.inbox,
+        outbox=store.messaging.outbox,
         clock=Clock(),
         policy=load_policy(default_policy_path()),
     )
@@ -90,7 +90,7 @@ async def test_a_bug_is_retried_then_dead_lettered_with_its_traceback(
 ) -> None:
     calls = 0
 
-    async def broken(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+    async def broken(tx: UnitOfWork, event: Event[Any]) -> None:
         nonlocal calls
         calls += 1
         await store.add_to_roster(
@@ -124,7 +124,7 @@ async def test_a_bug_is_retried_then_dead_lettered_with_its_traceback(
 async def test_a_transient_failure_is_retried_until_it_passes(context: ServiceContext) -> None:
     failures = 3
 
-    async def flaky(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+    async def flaky(tx: UnitOfWork, event: Event[Any]) -> None:
         nonlocal failures
         if failures:
             failures -= 1
@@ -146,7 +146,7 @@ async def test_a_transient_failure_is_retried_until_it_passes(context: ServiceCo
 
 
 async def test_a_rejection_is_recorded_and_leaves_no_effect(context: ServiceContext) -> None:
-    async def refuses(event: Event[Any], tx: Transaction, ctx: ServiceContext) -> None:
+    async def refuses(tx: UnitOfWork, event: Event[Any]) -> None:
         await store.add_to_roster(
             tx.conn,
             credit_code=event.payload.credit_code,
@@ -154,7 +154,7 @@ async def test_a_rejection_is_recorded_and_leaves_no_effect(context: ServiceCont
             name="half-done",
             district="x",
         )
-        tx.publish(event.payload)
+        tx.record(event.payload)
         raise Conflict("nope", "refused by the rules")
 
     consumer = EventConsumer(context, {"entity.registered": refuses})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from carbon_platform.errors import Conflict, Forbidden
+from carbon_contracts.errors import Conflict, Forbidden
 from verification.domain.case import Case, case_id_for
 
 REPORT_ID = UUID("5f0c2a8e-7d1b-4c39-9e6a-2b8f41d7c305")

@@ -32,7 +32,13 @@ from carbon_platform.codec import (
 EVENTS_DIR = contract_path("events")
 EXAMPLE_FILES = sorted(EVENTS_DIR.glob("*/examples/*.json"))
 TIME = datetime(2025, 3, 20, 16, 45, 12, tzinfo=timezone(timedelta(hours=8)))
-SOURCE = "/carbon/reporting"
+
+
+def owner_of(event: str) -> str:
+    """The ce_source of an event's only producer: the owner of the topic that carries it."""
+    return f"/carbon/{catalogue().topic_for_event(event).owner}"
+
+
 OTHER_CODE = "91310000631696382C"
 
 
@@ -89,7 +95,7 @@ def poison(raw: RawMessage) -> PoisonMessage:
 
 
 def report_outgoing() -> Outgoing:
-    return encode(example("report.submitted"), source=SOURCE, time=TIME)
+    return encode(example("report.submitted"), source=owner_of("report.submitted"), time=TIME)
 
 
 def report_body() -> dict[str, Any]:
@@ -106,7 +112,7 @@ def test_every_event_type_has_one_example() -> None:
 
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_encode_routes_to_the_catalogue_topic(payload: EventPayload) -> None:
-    outgoing = encode(payload, source=SOURCE, time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     assert outgoing.topic == catalogue().topic_for_event(payload.EVENT).name
     assert outgoing.topic == payload.EVENT
     assert outgoing.event_type == payload.EVENT
@@ -114,7 +120,7 @@ def test_encode_routes_to_the_catalogue_topic(payload: EventPayload) -> None:
 
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_encode_keys_the_record_by_the_credit_code(payload: EventPayload) -> None:
-    outgoing = encode(payload, source=SOURCE, time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     assert outgoing.key == b"91310115MA1K4C8N0W"
     assert outgoing.key == payload.credit_code.encode()
 
@@ -142,13 +148,13 @@ def test_encode_sets_the_cloudevents_binary_mode_headers(payload: EventPayload) 
 def test_dataschema_header_is_the_id_of_the_committed_schema(payload: EventPayload) -> None:
     schema_file = EVENTS_DIR / payload.EVENT / "v1.schema.json"
     schema = json.loads(schema_file.read_text(encoding="utf-8"))
-    outgoing = encode(payload, source=SOURCE, time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     assert headers_of(outgoing)["ce_dataschema"] == schema["$id"]
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_encode_body_is_the_payload_json(payload: EventPayload) -> None:
-    outgoing = encode(payload, source=SOURCE, time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     body = json.loads(outgoing.value)
     assert body == json.loads(payload.model_dump_json())
     assert type(payload).model_validate_json(outgoing.value) == payload
@@ -156,20 +162,22 @@ def test_encode_body_is_the_payload_json(payload: EventPayload) -> None:
 
 def test_encode_gives_each_event_a_fresh_id() -> None:
     payload = example("report.submitted")
-    ids = {encode(payload, source=SOURCE, time=TIME).event_id for _ in range(20)}
+    ids = {encode(payload, source=owner_of(payload.EVENT), time=TIME).event_id for _ in range(20)}
     assert len(ids) == 20
 
 
 def test_encode_uses_a_given_event_id() -> None:
     event_id = "0b7f3c5e-2d4a-4f8b-9c1d-6e5a4b3c2d1e"
-    outgoing = encode(example("account.opened"), source=SOURCE, time=TIME, event_id=event_id)
+    outgoing = encode(
+        example("account.opened"), source=owner_of("account.opened"), time=TIME, event_id=event_id
+    )
     assert outgoing.event_id == event_id
     assert headers_of(outgoing)["ce_id"] == event_id
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_without_a_cause_the_correlation_id_is_the_events_own_id(payload: EventPayload) -> None:
-    outgoing = encode(payload, source=SOURCE, time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     headers = headers_of(outgoing)
     assert headers["ce_correlationid"] == headers["ce_id"] == outgoing.event_id
     assert "ce_causationid" not in headers
@@ -192,11 +200,17 @@ def test_a_caused_event_carries_the_causes_correlation_and_id() -> None:
 def test_the_correlation_id_follows_a_whole_chain() -> None:
     submitted = decode(raw_from(report_outgoing()))
     assigned_out = encode(
-        example("verification.assigned"), source=SOURCE, time=TIME, caused_by=submitted
+        example("verification.assigned"),
+        source=owner_of("verification.assigned"),
+        time=TIME,
+        caused_by=submitted,
     )
     assigned = decode(raw_from(assigned_out))
     approved_out = encode(
-        example("verification.approved"), source=SOURCE, time=TIME, caused_by=assigned
+        example("verification.approved"),
+        source=owner_of("verification.approved"),
+        time=TIME,
+        caused_by=assigned,
     )
     approved = decode(raw_from(approved_out))
     assert approved.correlation_id == assigned.correlation_id == submitted.id
@@ -210,13 +224,13 @@ def test_the_correlation_id_follows_a_whole_chain() -> None:
 
 @pytest.mark.parametrize("payload", EXAMPLES)
 def test_decode_of_encode_round_trips(payload: EventPayload) -> None:
-    outgoing = encode(payload, source="/carbon/registry", time=TIME)
+    outgoing = encode(payload, source=owner_of(payload.EVENT), time=TIME)
     event: Event[EventPayload] = decode(raw_from(outgoing))
     assert event.payload == payload
     assert type(event.payload) is type(payload)
     assert event.id == outgoing.event_id
     assert event.type == payload.EVENT
-    assert event.source == "/carbon/registry"
+    assert event.source == owner_of(payload.EVENT)
     assert event.time == TIME
     assert event.time.utcoffset() == timedelta(hours=8)
     assert event.subject == payload.credit_code
@@ -332,8 +346,62 @@ def test_float_emissions_inside_a_line_are_a_schema_violation() -> None:
 
 
 def test_a_payload_of_another_type_is_a_schema_violation() -> None:
-    raw = raw_from(report_outgoing(), set_headers={"ce_type": "cn.sh.carbon.allocation.issued.v1"})
+    raw = raw_from(
+        report_outgoing(),
+        set_headers={
+            "ce_type": "cn.sh.carbon.allocation.issued.v1",
+            "ce_source": "/carbon/registry",
+        },
+    )
+    raw = RawMessage("allocation.issued", 0, 1, raw.key, raw.value, raw.headers)
     assert poison(raw).error_class == "schema_violation"
+
+
+@pytest.mark.parametrize(
+    "topic", [t.name for t in catalogue().topics if "entity.registered" not in t.event_types]
+)
+def test_a_valid_event_on_another_topic_is_poison(topic: str) -> None:
+    # A real registration, but on a topic that does not carry registrations: not to be trusted.
+    outgoing = encode(example("entity.registered"), source="/carbon/registry", time=TIME)
+    raw = RawMessage(topic, 0, 1, outgoing.key, outgoing.value, outgoing.headers)
+    error = poison(raw)
+    assert error.error_class == "type_not_of_topic"
+    assert topic in str(error)
+
+
+@pytest.mark.parametrize("source", ["/carbon/reporting", "/carbon/registry-2", "/exchange", ""])
+def test_an_event_from_anyone_but_its_topics_owner_is_poison(source: str) -> None:
+    approved = example("verification.approved")
+    raw = raw_from(
+        encode(approved, source=owner_of(approved.EVENT), time=TIME),
+        set_headers={"ce_source": source},
+    )
+    error = poison(raw)
+    assert error.error_class == "foreign_source"
+    assert "/carbon/verification" in str(error)
+
+
+def test_a_topic_outside_the_catalogue_is_poison() -> None:
+    raw = raw_from(report_outgoing())
+    raw = RawMessage("report.submitted.v9", 0, 1, raw.key, raw.value, raw.headers)
+    assert poison(raw).error_class == "unknown_topic"
+
+
+@pytest.mark.parametrize("amount", [24251, True, 2.4251551e4])
+def test_emissions_as_a_json_number_are_a_schema_violation(amount: object) -> None:
+    body = report_body()
+    body["total_emissions"] = amount
+    error = poison(raw_from(report_outgoing(), value=json.dumps(body).encode()))
+    assert error.error_class == "schema_violation"
+
+
+@pytest.mark.parametrize("year", ["2024", 2024.0, True])
+def test_a_whole_number_in_another_form_is_a_schema_violation(year: object) -> None:
+    body = report_body()
+    body["compliance_year"] = year
+    error = poison(raw_from(report_outgoing(), value=json.dumps(body).encode()))
+    assert error.error_class == "schema_violation"
+    assert "compliance_year" in str(error)
 
 
 def test_a_ce_id_that_is_not_a_uuid_is_a_bad_header() -> None:
@@ -377,5 +445,7 @@ def test_the_models_stay_closed_for_producers() -> None:
 
 
 def test_decoded_event_time_is_aware() -> None:
-    outgoing = encode(example("account.opened"), source=SOURCE, time=datetime.now(UTC))
+    outgoing = encode(
+        example("account.opened"), source=owner_of("account.opened"), time=datetime.now(UTC)
+    )
     assert decode(raw_from(outgoing)).time.tzinfo is not None

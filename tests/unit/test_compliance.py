@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from carbon_contracts.errors import Conflict, Invalid, Rejection
 from carbon_contracts.policy import default_policy_path, load_policy
-from carbon_platform.errors import Conflict, Invalid, Rejection
 from registry.domain.compliance import (
     Allocation,
     allocate,

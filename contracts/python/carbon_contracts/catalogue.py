@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from carbon_contracts.resources import contract_path
 
@@ -22,6 +22,9 @@ class Topic(BaseModel):
     key: str
     partitions: int = Field(ge=1)
     retention_ms: int
+    max_message_bytes: int = Field(
+        ge=1024, description="largest record the topic takes (Kafka max.message.bytes)"
+    )
     event_types: list[str]
 
     @property
@@ -35,6 +38,18 @@ class Catalogue(BaseModel):
     version: int
     defaults: dict[str, int]
     topics: list[Topic]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        """A topic without its own `max_message_bytes` takes the catalogue's default."""
+        if isinstance(data, dict) and "max_message_bytes" in data.get("defaults", {}):
+            limit = data["defaults"]["max_message_bytes"]
+            data = {
+                **data,
+                "topics": [{"max_message_bytes": limit, **topic} for topic in data["topics"]],
+            }
+        return data
 
     @property
     def replication_factor(self) -> int:
@@ -51,6 +66,14 @@ class Catalogue(BaseModel):
             if event in topic.event_types:
                 return topic
         raise KeyError(f"no topic carries event type {event!r}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest record any topic takes: producers and consumers are sized for it."""
+        return max(topic.max_message_bytes for topic in self.topics)
+
+    def owned_by(self, service: str) -> list[Topic]:
+        return [topic for topic in self.topics if topic.owner == service]
 
     def domain_topics(self) -> list[Topic]:
         return [topic for topic in self.topics if not topic.is_dead_letter]

@@ -16,6 +16,7 @@ from carbon_contracts.types import (
     ComplianceYear,
     CreditCode,
     DecimalString,
+    Flag,
     Identifier,
     TonnesCO2,
 )
@@ -41,7 +42,7 @@ class EntityRegistered(EventPayload):
     name: str = Field(min_length=1, max_length=200)
     district: Identifier = Field(description="district bureau or zone committee supervising it")
     sector: Identifier
-    new_entrant: bool = Field(description="newly covered this year: must open accounts")
+    new_entrant: Flag = Field(description="newly covered this year: must open accounts")
     registered_at: AwareDatetime
 
 
@@ -128,7 +129,7 @@ class SurrenderCompleted(EventPayload):
     allowances_surrendered: Allowances
     offsets_surrendered: Allowances
     deadline: AwareDatetime
-    on_time: bool
+    on_time: Flag
     completed_at: AwareDatetime
 
 

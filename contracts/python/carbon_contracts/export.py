@@ -219,7 +219,10 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
                 "topic": topic.name,
                 "partitions": topic.partitions,
                 "replicas": replicas,
-                "topicConfiguration": {"retention.ms": topic.retention_ms},
+                "topicConfiguration": {
+                    "retention.ms": topic.retention_ms,
+                    "max.message.bytes": topic.max_message_bytes,
+                },
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },

@@ -10,7 +10,14 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
 
 EMISSIONS_SCALE = 3
 _EMISSIONS_QUANTUM = Decimal(1).scaleb(-EMISSIONS_SCALE)
@@ -21,10 +28,10 @@ IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 def _decimal(value: Any, pattern: str, what: str) -> Decimal:
-    if isinstance(value, (bool, float)):
-        raise ValueError(f"{what} must be a decimal string, not a float")
-    if isinstance(value, int):
-        value = Decimal(value)
+    # On the wire a decimal is a string only: a JSON number (integer, float, exponent) could
+    # have been rounded by whoever wrote it, and the published schemas say "string".
+    if isinstance(value, (bool, int, float)):
+        raise ValueError(f'{what} must be a decimal string such as "12.5", not a number')
     if isinstance(value, str):
         if not re.fullmatch(pattern, value):
             raise ValueError(f"{what} {value!r} does not match {pattern}")
@@ -97,8 +104,12 @@ CreditCode = Annotated[
     ),
 ]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
-Allowances = Annotated[int, Field(ge=0, description="whole allowances (1 = 1 tCO2e)")]
-ComplianceYear = Annotated[int, Field(ge=2013, le=2100)]
+WholeNumber = Annotated[int, Strict()]
+"""A JSON integer only: never a boolean, a float (1.0, 1e3) or a string ("1")."""
+Allowances = Annotated[WholeNumber, Field(ge=0, description="whole allowances (1 = 1 tCO2e)")]
+ComplianceYear = Annotated[WholeNumber, Field(ge=2013, le=2100)]
+Flag = Annotated[bool, Strict()]
+"""JSON true or false only: never 1, 0 or "true"."""
 
 
 def _aware(value: Any) -> Any:

@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
-from notifier import api, store
-from notifier.handlers import HANDLERS
+from notifier import api, commands, store
 
 SERVICE = ServiceDefinition(
     name="notifier",
     port=8004,
     title="carbon notifier (notices to entities and districts)",
     metadata=store.metadata,
-    inbox=store.inbox,
-    outbox=store.outbox,
+    tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
     routers=[api.router],
-    handlers=HANDLERS,
+    handlers=commands.HANDLERS,
 )

@@ -13,7 +13,7 @@ from carbon_platform.tables import UtcDateTime, messaging_tables
 from notifier.domain.messages import Notification
 
 metadata = MetaData()
-inbox, outbox = messaging_tables(metadata)
+messaging = messaging_tables(metadata)
 
 # Projection of entity.registered: the district bureau supervising each entity.
 supervision = Table(

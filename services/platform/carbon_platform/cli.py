@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -21,8 +22,10 @@ from pydantic import SecretStr
 
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
-from carbon_platform.broker import create_topics, start_tansu, stop_process
+from carbon_platform.broker import create_topics
+from carbon_platform.kafka import client_options
 from carbon_platform.settings import REPO_ROOT, Settings
+from carbon_platform.supervisor import Supervisor
 
 SERVICES: dict[str, int] = {
     "reporting": 8001,
@@ -54,14 +57,17 @@ def _default_var_dir() -> Path:
 def up(
     kafka_port: Annotated[int, typer.Option(help="port of the embedded broker")] = 9092,
     port_offset: Annotated[int, typer.Option(help="added to every service's HTTP port")] = 0,
+    instances: Annotated[
+        int, typer.Option(min=1, max=9, help="instances of each service (ports +10, +20...)")
+    ] = 1,
     var_dir: Annotated[Path | None, typer.Option(help="databases, logs, dev secret")] = None,
     schema_prefix: Annotated[str, typer.Option(help="PostgreSQL schema prefix")] = "",
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 120,
 ) -> None:
     """Start the embedded stack: broker, topics, migrations and all four services.
 
-    Uses the broker in CARBON_KAFKA_BOOTSTRAP instead of starting one when that is set.
-    Ctrl-C stops everything.
+    Uses the broker in CARBON_KAFKA_BOOTSTRAP instead of starting one when that is set. A
+    process that dies is restarted. Ctrl-C stops everything.
     """
     var = (var_dir or _default_var_dir()).resolve()
     logs = var / "log"
@@ -70,8 +76,7 @@ def up(
     env["CARBON_JWT_SECRET"] = _dev_secret(var)
     env["CARBON_VAR_DIR"] = str(var)
     env.setdefault("CARBON_LOG_FORMAT", "json")
-    broker = None
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor = Supervisor(lambda line: typer.echo(line, err=True))
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
@@ -81,88 +86,85 @@ def up(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
     try:
-        if "CARBON_KAFKA_BOOTSTRAP" not in os.environ:
+        if "CARBON_KAFKA_BOOTSTRAP" in os.environ:
+            bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
+            created = asyncio.run(create_topics(bootstrap, catalogue(), **_kafka_options()))
+            typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
+        else:
             typer.echo(f"starting embedded broker (tansu) on 127.0.0.1:{kafka_port}")
-            broker = start_tansu(kafka_port, logs / "broker.log")
-            env["CARBON_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{kafka_port}"
-        bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
-        created = asyncio.run(create_topics(bootstrap, catalogue()))
-        typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
+            bootstrap = supervisor.add_broker(kafka_port, logs / "broker.log")
+            env["CARBON_KAFKA_BOOTSTRAP"] = bootstrap
+        urls: dict[str, list[str]] = {}
         for service, port in SERVICES.items():
-            service_env = {**env, "CARBON_HTTP_PORT": str(port + port_offset)}
-            if schema_prefix:
-                service_env["CARBON_DATABASE_SCHEMA"] = f"{schema_prefix}{service}"
-            with (logs / f"{service}.log").open("ab") as output:
-                processes[service] = subprocess.Popen(
-                    [sys.executable, "-m", service],
-                    env=service_env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    # Out of the terminal's process group: Ctrl-C reaches only `carbon up`,
-                    # which then stops everything in order.
-                    start_new_session=True,
+            for number in range(1, instances + 1):
+                name = service if number == 1 else f"{service}-{number}"
+                http_port = port + port_offset + 10 * (number - 1)
+                service_env = {
+                    **env,
+                    "CARBON_HTTP_PORT": str(http_port),
+                    # Named instances keep their outbox lease and group membership across a
+                    # restart, so a restarted service is back at work at once.
+                    "CARBON_INSTANCE_ID": f"{service}-{number}",
+                }
+                if schema_prefix:
+                    service_env["CARBON_DATABASE_SCHEMA"] = f"{schema_prefix}{service}"
+                url = f"http://127.0.0.1:{http_port}"
+                urls.setdefault(service, []).append(url)
+                log_file = logs / f"{name}.log"
+                supervisor.add_service(
+                    name, functools.partial(_spawn, service, service_env, log_file), url, log_file
                 )
-        urls = {s: f"http://127.0.0.1:{p + port_offset}" for s, p in SERVICES.items()}
-        _wait_ready(urls, processes, ready_timeout, logs)
+        supervisor.start()
+        deadline = time.monotonic() + ready_timeout
+        while not supervisor.all_ready():
+            supervisor.check()
+            if time.monotonic() > deadline:
+                waiting = [item.name for item in supervisor.everything if not item.ready]
+                raise RuntimeError(
+                    f"not ready after {ready_timeout}s: {', '.join(waiting)}; see {logs}"
+                )
+            time.sleep(0.3)
         typer.echo("carbon platform is up:")
-        for service, url in urls.items():
-            typer.echo(f"  {service:<13} {url}   (API docs {url}/docs)")
+        for service, addresses in urls.items():
+            for url in addresses:
+                typer.echo(f"  {service:<13} {url}   (API docs {url}/docs)")
         typer.echo(f"  kafka         {bootstrap}")
         typer.echo(f"  logs          {logs}")
         typer.echo("Ctrl-C stops everything.")
         while True:
-            for service, process in processes.items():
-                if process.poll() is not None:
-                    typer.echo(f"{service} exited with {process.returncode}; see {logs}", err=True)
-                    raise typer.Exit(1)
-            time.sleep(0.5)
+            supervisor.check()
+            time.sleep(0.3)
     except KeyboardInterrupt:
         pass
-    except RuntimeError as error:  # the broker or a service could not start
+    except RuntimeError as error:  # the broker or a service could not start, or kept failing
         typer.echo(f"carbon up failed: {error}", err=True)
         raise typer.Exit(1) from error
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         typer.echo("stopping...")
-        # Services first, while the broker is still there for them to leave their groups.
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if broker is not None:
-            stop_process(broker)
+        supervisor.stop()
         typer.echo("stopped.")
 
 
-def _wait_ready(
-    urls: dict[str, str],
-    processes: dict[str, subprocess.Popen[bytes]],
-    timeout: float,
-    logs: Path,
-) -> None:
-    deadline = time.monotonic() + timeout
-    pending = dict(urls)
-    while pending:
-        for service in list(pending):
-            if processes[service].poll() is not None:
-                raise RuntimeError(f"{service} exited while starting; see {logs / service}.log")
-            try:
-                with urllib.request.urlopen(f"{pending[service]}/health/ready", timeout=2) as reply:
-                    if reply.status == 200:
-                        del pending[service]
-            except OSError:
-                pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout}s: {', '.join(pending)}; see {logs}")
-        time.sleep(0.3)
+def _spawn(service: str, env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    with log_file.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", service],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Out of the terminal's process group: Ctrl-C reaches only `carbon up`, which then
+            # stops everything in order.
+            start_new_session=True,
+        )
+
+
+def _kafka_options() -> dict[str, Any]:
+    """How this command's Kafka clients authenticate (CARBON_KAFKA_*), like the services'."""
+    # Settings insists on a JWT secret, which a Kafka client never uses: give it a placeholder.
+    return client_options(Settings(jwt_secret=SecretStr("unused-by-kafka-clients-" + "-" * 8)))
 
 
 @app.command()
@@ -212,8 +214,25 @@ def topics(
             f"{', '.join(topic.event_types) or '(dead letters)'}"
         )
     if create:
-        created = asyncio.run(create_topics(bootstrap, cat))
+        created = asyncio.run(create_topics(bootstrap, cat, **_kafka_options()))
         typer.echo(f"created on {bootstrap}: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@app.command()
+def acls(
+    group_prefix: Annotated[
+        str, typer.Option(envvar="CARBON_GROUP_PREFIX", help="the services' consumer group prefix")
+    ] = "carbon",
+    admin: Annotated[str, typer.Option(help="principal that provisions topics")] = "admin",
+) -> None:
+    """Print the Kafka ACLs of the catalogue as a shell script of kafka-acls.sh lines.
+
+    Each service may write only the topics it owns; run with BOOTSTRAP and CONFIG set
+    (deploy/README.md).
+    """
+    from carbon_platform.kafka import acl_script
+
+    typer.echo(acl_script(catalogue(), group_prefix, admin=admin), nl=False)
 
 
 dlq = typer.Typer(help="Dead-letter topics: look at them and replay them.", no_args_is_help=True)

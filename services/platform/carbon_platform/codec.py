@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID, uuid4
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import ValidationError
 
 from carbon_contracts.catalogue import catalogue
@@ -134,6 +135,7 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
         model = model_for(name, major)
     except (ValueError, KeyError) as exc:
         raise PoisonMessage("unknown_type", f"unknown event type {ce_type!r}") from exc
+    _check_provenance(raw, name)
     if raw.value is None:
         raise PoisonMessage("schema_violation", "empty payload")
     try:
@@ -158,6 +160,31 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
         correlation_id=raw.header("ce_correlationid") or event_id,
         payload=payload,
     )
+
+
+def _check_provenance(raw: RawMessage, event: str) -> None:
+    """An event is trusted only on its own topic and from that topic's single writer."""
+    try:
+        topic = catalogue().topic(raw.topic)
+    except KeyError as exc:
+        raise PoisonMessage(
+            "unknown_topic", f"topic {raw.topic!r} is not in the catalogue"
+        ) from exc
+    if event not in topic.event_types:
+        raise PoisonMessage(
+            "type_not_of_topic",
+            f"{event} is not carried by {raw.topic} (it carries {', '.join(topic.event_types)})",
+        )
+    source, expected = raw.header("ce_source"), f"/carbon/{topic.owner}"
+    if source != expected:
+        raise PoisonMessage(
+            "foreign_source", f"ce_source {source!r} on {raw.topic}; only {expected} writes it"
+        )
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """A record's size as the producer counts it against max_request_size."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
 def _summarise(exc: ValidationError) -> str:

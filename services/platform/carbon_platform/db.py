@@ -8,6 +8,7 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from carbon_platform.settings import Settings
 
@@ -25,7 +26,9 @@ def is_sqlite(url: str) -> bool:
 def make_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url()
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # An in-memory database (unit tests) lives as long as its one connection.
+        memory = {"poolclass": StaticPool} if url.rstrip("/").endswith((":memory:", ":")) else {}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **memory)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine

@@ -1,4 +1,5 @@
-"""The FastAPI application of a service: its routers, health, metrics and error mapping."""
+"""The FastAPI application of a service: its routers, health, metrics, body limits and the one
+error shape of every 4xx."""
 
 from __future__ import annotations
 
@@ -7,30 +8,69 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from carbon_contracts.errors import ErrorResponse, Rejection
 from carbon_platform import metrics
 from carbon_platform.context import ServiceContext, ServiceDefinition
-from carbon_platform.errors import Rejection
 
 log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+_MEANING = {
+    401: "no bearer token, or an invalid or expired one",
+    403: "the caller's role or binding may not do this",
+    404: "no such resource",
+    409: "the rules or the current state refuse it",
+    413: "the request body is larger than this route accepts",
+    415: "the request body is not of a type this route accepts",
+    422: "the request is malformed or a value is invalid",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the 4xx statuses a route may answer, all with the error body."""
+    return {
+        status: {"model": ErrorResponse, "description": _MEANING[status]} for status in statuses
+    }
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, bool]
+
 
 def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAPI:
-    api = FastAPI(title=definition.title or f"carbon {definition.name}", version="1.0.0")
+    api = FastAPI(
+        title=definition.title or f"carbon {definition.name}",
+        version="2.0.0",
+        # Every route may be refused for a missing token, a bad body or an oversized body.
+        responses=refusals(401, 413, 422),
+    )
     api.state.context = context
     api.state.readiness_checks = []
     for router in definition.routers:
         api.include_router(router)
 
-    # One error shape for every 4xx: {"error": {"code": ..., "message": ...}}.
     @api.exception_handler(Rejection)
     async def rejected(_request: Request, rejection: Rejection) -> JSONResponse:
         return _error(rejection.status, rejection.code, rejection.message)
@@ -57,49 +97,98 @@ def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAP
             409, "conflict", "a concurrent change conflicts with this request; read and retry"
         )
 
-    @api.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        # Label by route template, never by concrete path: ids must not become label values.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
-
     @api.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @api.get("/health/ready", tags=["health"])
+    @api.get("/health/ready", tags=["health"], responses={503: {"model": Readiness}})
     async def ready() -> JSONResponse:
+        """200 when this instance can do its work; 503 names the failing checks."""
         checks = {"database": await _database_ok(context)}
         for check in api.state.readiness_checks:
             checks.update(await check())
         status = 200 if all(checks.values()) else 503
-        return JSONResponse(
-            status_code=status,
-            content={"status": "ready" if status == 200 else "not ready", "checks": checks},
-        )
+        body = Readiness(status="ready" if status == 200 else "not ready", checks=checks)
+        return JSONResponse(status_code=status, content=body.model_dump())
 
     @api.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    api.add_middleware(
+        _Edge,
+        default_limit=context.settings.http_max_body_bytes,
+        limits=definition.body_limits,
+    )
     return api
 
 
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    422: "invalid_request",
-}
+class _Edge:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a body copy per request):
+    refuses bodies over the limit with 413 and counts every request by route template."""
+
+    def __init__(self, app: ASGIApp, *, default_limit: int, limits: Mapping[str, int]) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        limit = self.limits.get(scope["path"], self.default_limit)
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _error(413, "payload_too_large", _too_large(limit))(scope, receive, sending)
+            else:
+                await self.app(scope, _bounded(receive, limit), sending)
+        finally:
+            # Label by route template, never by concrete path: ids must not become label values.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            metrics.HTTP_DURATION.labels(scope["method"], route).observe(
+                time.perf_counter() - started
+            )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body exceeds {limit} bytes"
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """A body sent without (or with a false) Content-Length is counted as it arrives."""
+    received = 0
+
+    async def bounded() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, _too_large(limit))
+        return message
+
+    return bounded
 
 
 def _error(

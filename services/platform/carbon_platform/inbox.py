@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Table
@@ -10,32 +11,41 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from carbon_platform.codec import RawMessage
 from carbon_platform.db import upsert
 
+Delivery = tuple[str, str, RawMessage, str]
+"""(inbox id, event type, the record, outcome)."""
 
-async def record_first_delivery(
+
+async def record_first_deliveries(
     conn: AsyncConnection,
     inbox: Table,
     *,
     consumer: str,
-    event_id: str,
-    event_type: str,
-    raw: RawMessage,
-    outcome: str,
+    deliveries: Sequence[Delivery],
     at: datetime,
-) -> bool:
-    """Insert the inbox row; False when this consumer has already taken the event."""
+) -> set[str]:
+    """Insert the inbox rows in one statement; returns the ids that were not there yet (a
+    delivery seen before, by this or another instance, inserts nothing)."""
+    if not deliveries:
+        return set()
     statement = (
         upsert(conn, inbox)
-        .values(
-            consumer=consumer,
-            event_id=event_id,
-            event_type=event_type,
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
-            outcome=outcome,
-            received_at=at,
-        )
         .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        .returning(inbox.c.event_id)
     )
-    result = await conn.execute(statement)
-    return result.rowcount == 1
+    inserted = await conn.execute(
+        statement,
+        [
+            {
+                "consumer": consumer,
+                "event_id": inbox_id,
+                "event_type": event_type,
+                "topic": raw.topic,
+                "partition": raw.partition,
+                "offset": raw.offset,
+                "outcome": outcome,
+                "received_at": at,
+            }
+            for inbox_id, event_type, raw, outcome in deliveries
+        ],
+    )
+    return {row.event_id for row in inserted}

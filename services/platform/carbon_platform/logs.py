@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import UTC, datetime
+
+from carbon_platform import metrics
 
 _NOISY = ("aiokafka", "faust", "mode", "uvicorn.access")
 _EVENT_FIELDS = ("event_id", "event_type", "topic", "partition", "offset", "entity_id")
@@ -32,8 +35,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class RateLimit(logging.Filter):
+    """Lets the same warning or error (same logger, same message template) through a few times
+    a window, then holds it back and says how many were held once the window is over: an outage
+    gives a few lines a minute, not one per retry per partition."""
+
+    def __init__(self, *, burst: int = 5, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window_s = window_s
+        self._seen: dict[tuple[str, object], list[float]] = {}  # key -> [window start, count]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self.window_s:
+            held = 0 if seen is None else int(seen[1]) - self.burst
+            self._seen[key] = [now, 1]
+            if len(self._seen) > 1000:  # forget quiet keys; templates are few
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+            if held > 0:
+                record.msg = f"{record.msg} (and {held} more like it in the last minute)"
+            return True
+        seen[1] += 1
+        if seen[1] <= self.burst:
+            return True
+        metrics.LOG_LINES_SUPPRESSED.inc()
+        return False
+
+
 def configure_logging(service: str, *, level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RateLimit())
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:

@@ -26,6 +26,23 @@ DEAD_LETTERS = Counter(
     "carbon_dead_letters_total", "Messages sent to the dead-letter topic", ["topic", "error_class"]
 )
 RELAY_ERRORS = Counter("carbon_relay_errors_total", "Failed outbox relay attempts")
+RELAY_LEADER = Gauge(
+    "carbon_relay_leader", "1 while this instance holds the outbox lease and publishes"
+)
+OUTBOX_PARKED = Gauge(
+    "carbon_outbox_parked", "Outbox rows set aside because no broker would ever take them"
+)
+OUTBOX_REPUBLISHED_TOTAL = Counter(
+    "carbon_outbox_republished_total",
+    "Published events sent again because the broker had lost the topic's records",
+    ["topic"],
+)
+BROKER_UP = Gauge(
+    "carbon_broker_up", "1 while the broker answered this instance's last probe in time"
+)
+LOG_LINES_SUPPRESSED = Counter(
+    "carbon_log_lines_suppressed_total", "Repeated log lines held back by the rate limit"
+)
 HTTP_REQUESTS = Counter(
     "carbon_http_requests_total", "HTTP requests served", ["method", "route", "status"]
 )
@@ -33,7 +50,8 @@ HTTP_DURATION = Histogram(
     "carbon_http_request_duration_seconds", "HTTP request latency", ["method", "route"]
 )
 WORKER_READY = Gauge(
-    "carbon_worker_ready", "1 while the stream worker is in its group and not rebalancing"
+    "carbon_worker_ready",
+    "1 while this instance's stream worker has started and its broker answers",
 )
 
 # Business counters, set by the services that own the facts.

@@ -6,17 +6,18 @@ A service's `migrations/env.py` is one call to `run_env()`; `migrate()` upgrades
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from carbon_platform.db import is_sqlite
-from carbon_platform.tables import inbox_table, outbox_table
 
 
 def migrate(*, url: str, schema: str, migrations_dir: Path) -> None:
@@ -54,8 +55,47 @@ def _run_migrations(connection: Any, schema: str | None) -> None:
 
 
 def create_messaging_tables_v1() -> None:
-    """The inbox and outbox tables as of version 1, for a service's first migration."""
-    metadata = MetaData()
-    inbox_table(metadata)
-    outbox_table(metadata)
-    metadata.create_all(op.get_bind())
+    """The inbox and outbox tables as of version 1, for a service's first migration (frozen:
+    later versions change them in migrations of their own)."""
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(64), primary_key=True),
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("event_type", sa.String(128), nullable=False),
+        sa.Column("topic", sa.String(255), nullable=False),
+        sa.Column("partition", sa.Integer, nullable=False),
+        sa.Column("offset", sa.BigInteger, nullable=False),
+        sa.Column("outcome", sa.String(32), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(128), nullable=False),
+        sa.Column("topic", sa.String(255), nullable=False),
+        sa.Column("key", sa.LargeBinary, nullable=True),
+        sa.Column("value", sa.LargeBinary, nullable=False),
+        sa.Column("headers", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
+
+
+def upgrade_messaging_tables_v2() -> None:
+    """Version 2: parked outbox rows, an index by topic (history republished per topic) and the
+    relay lease that lets one instance of several publish."""
+    with op.batch_alter_table("outbox") as outbox:
+        outbox.add_column(sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True))
+        outbox.add_column(sa.Column("park_reason", sa.String(500), nullable=True))
+    op.create_index("ix_outbox_topic", "outbox", ["topic", "id"])
+    lease = op.create_table(
+        "outbox_lease",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.bulk_insert(
+        lease, [{"name": "relay", "holder": "", "expires_at": datetime(1970, 1, 1, tzinfo=UTC)}]
+    )

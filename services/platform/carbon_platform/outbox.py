@@ -1,7 +1,14 @@
 """Transactional outbox and its relay (Debezium outbox / eventuate-tram pattern).
 
-State changes and the events they produce commit together; the relay publishes committed rows in
+State changes and the events they cause commit together; the relay publishes committed rows in
 id order, marks them published, and wakes at once after a commit instead of waiting for a poll.
+
+Several instances of a service share one outbox: the relay that holds the lease publishes, the
+others stand by and take over when it lapses, so each row is sent once and in order. A row the
+broker can never take (too large) is parked instead of blocking the rows behind it. The outbox
+is also the service's durable log: when the broker has lost a topic's records (the embedded
+broker keeps them in memory), the relay publishes that topic's history again, in order, with
+the original event ids, before anything newer.
 """
 
 from __future__ import annotations
@@ -11,18 +18,24 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Table, func, select, update
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+from sqlalchemy import Table, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from carbon_contracts.catalogue import Topic
 from carbon_platform import metrics
 from carbon_platform.clock import Clock
-from carbon_platform.codec import Headers, Outgoing
+from carbon_platform.codec import Headers, Outgoing, record_size
 
 log = logging.getLogger(__name__)
+LEASE = "relay"
+# Errors of the record itself: sending it again can never succeed.
+_UNPUBLISHABLE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 async def add_to_outbox(
@@ -55,27 +68,48 @@ def _load_headers(text: str) -> Headers:
     return [(name, base64.b64decode(value)) for name, value in json.loads(text)]
 
 
+TopicSizes = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
+"""Records now on each of these topics (the broker's end offsets summed over partitions)."""
+
+
 class OutboxRelay:
-    """Publishes pending outbox rows. One relay per service process."""
+    """Publishes pending outbox rows while this instance holds the service's relay lease."""
 
     def __init__(
         self,
         *,
         engine: AsyncEngine,
         outbox: Table,
-        producer: AIOKafkaProducer,
+        lease: Table,
         clock: Clock,
-        batch_size: int = 200,
+        instance: str,
+        topics: Mapping[str, Topic],
+        topic_sizes: TopicSizes,
+        ensure_topics: Callable[[], Awaitable[object]],
+        batch_size: int = 500,
         idle_poll_s: float = 1.0,
+        lease_s: float = 10.0,
+        history_check_s: float = 5.0,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
-        self._producer = producer
+        self._lease = lease
+        self.producer: AIOKafkaProducer | None = None  # set once connected
         self._clock = clock
+        self._instance = instance
+        self._topics = topics  # the topics this service owns, by name
+        self._topic_sizes = topic_sizes
+        self._ensure_topics = ensure_topics
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
+        self._lease_s = lease_s
+        self._history_check_s = history_check_s
         self._wakeup = asyncio.Event()
+        self._lease_until = _EPOCH
+        self._next_history_check = 0.0
+        self._published: dict[str, int] | None = None  # rows published per topic, while leader
         self.healthy = False
+        self.leader = False
         self.oldest_pending_age = 0.0
 
     def wake(self) -> None:
@@ -84,73 +118,239 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = 0.1
-        while True:
-            try:
-                published = await self.publish_pending()
-                self.healthy = True
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                metrics.RELAY_ERRORS.inc()
-                self.healthy = False
-                log.exception("outbox relay failed; retrying in %.1fs", backoff)
-                with contextlib.suppress(Exception):  # the backlog grows while the broker is away
-                    await self._update_gauges()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if published < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._idle_poll_s)
-                self._wakeup.clear()
+        try:
+            while True:
+                try:
+                    busy = await self._step()
+                    self.healthy = True
+                    backoff = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    metrics.RELAY_ERRORS.inc()
+                    self.healthy = False
+                    log.warning("outbox relay failed; retrying in %.1fs: %r", backoff, error)
+                    with contextlib.suppress(Exception):  # the backlog grows while it lasts
+                        await self.update_gauges()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=self._idle_poll_s)
+                    self._wakeup.clear()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release())
+
+    async def _step(self) -> bool:
+        """One pass: hold the lease, check the broker still has our history, publish a batch.
+        True when there may be more to publish at once."""
+        if not await self._hold_lease():
+            await self.update_gauges()
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_history_check:
+            await self._restore_lost_history()
+            self._next_history_check = loop.time() + self._history_check_s
+        return await self.publish_pending() == self._batch_size
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the lease when it is a third spent; another instance takes it only once
+        it has lapsed, so one relay at a time publishes."""
+        now = datetime.now(UTC)
+        if self._lease_until - now > timedelta(seconds=self._lease_s * 2 / 3):
+            return True
+        lease = self._lease
+        async with self._engine.begin() as conn:
+            taken = await conn.execute(
+                update(lease)
+                .where(lease.c.name == LEASE)
+                .where((lease.c.holder == self._instance) | (lease.c.expires_at < now))
+                .values(holder=self._instance, expires_at=now + timedelta(seconds=self._lease_s))
+            )
+        leader = taken.rowcount == 1
+        if leader and not self.leader:
+            log.info("this instance now publishes the outbox (lease %s)", self._instance)
+            self._published = None  # counted afresh: another instance published meanwhile
+        elif self.leader and not leader:
+            log.warning("outbox lease lost to another instance; standing by")
+        self.leader = leader
+        self._lease_until = now + timedelta(seconds=self._lease_s) if leader else _EPOCH
+        return leader
+
+    async def _release(self) -> None:
+        if not self.leader:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(self._lease)
+                .where(self._lease.c.name == LEASE)
+                .where(self._lease.c.holder == self._instance)
+                .values(expires_at=_EPOCH)
+            )
+        self.leader = False
 
     async def publish_pending(self) -> int:
-        """Publish one batch of pending rows in order; returns how many were published."""
+        """Publish one batch of pending rows in order; returns how many rows it took up."""
         outbox = self._outbox
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(outbox)
                     .where(outbox.c.published_at.is_(None))
+                    .where(outbox.c.parked_at.is_(None))
                     .order_by(outbox.c.id)
                     .limit(self._batch_size)
                 )
             ).all()
         if not rows:
-            await self._update_gauges()
+            self._set_gauges(pending=0, oldest=None)
             return 0
-        # aiokafka keeps one batch in flight per partition, so per-key order is kept.
-        sends = [
-            await self._producer.send(
-                row.topic, value=row.value, key=row.key, headers=_load_headers(row.headers)
-            )
-            for row in rows
-        ]
-        await asyncio.gather(*sends)
+        # Checked against our lease, so that a relay that took over cannot send the same rows.
+        budget = (self._lease_until - datetime.now(UTC)).total_seconds() - self._lease_s / 6
+        sent, parked = await asyncio.wait_for(self._send(rows), timeout=max(budget, 0.1))
+        now = self._clock.now()
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([row.id for row in rows]))
-                .values(published_at=self._clock.now())
-            )
-        for row in rows:
+            if sent:
+                await conn.execute(
+                    update(outbox).where(outbox.c.id.in_(sent)).values(published_at=now)
+                )
+            for row_id, reason in parked.items():
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == row_id)
+                    .values(parked_at=now, park_reason=reason[:500])
+                )
+        published = {row.id: row for row in rows if row.id in set(sent)}
+        for row in published.values():
             metrics.EVENTS_PUBLISHED.labels(row.topic, row.event_type).inc()
-        await self._update_gauges()
+            if self._published is not None:
+                self._published[row.topic] = self._published.get(row.topic, 0) + 1
+        if parked:
+            await self.update_gauges()
+        elif len(rows) < self._batch_size:
+            self._set_gauges(pending=0, oldest=None)
         return len(rows)
 
-    async def _update_gauges(self) -> None:
+    async def _send(self, rows: Sequence[Any]) -> tuple[list[int], dict[int, str]]:
+        """Send rows in order; aiokafka keeps one batch in flight per partition, so per-key
+        order holds. Returns the ids sent and the ids to park with why."""
+        assert self.producer is not None, "the relay runs once its producer has started"
+        parked: dict[int, str] = {}
+        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
+        for row in rows:
+            headers = _load_headers(row.headers)
+            limit = self._topics[row.topic].max_message_bytes if row.topic in self._topics else 0
+            size = record_size(row.key, row.value, headers)
+            if limit and size > limit:
+                parked[row.id] = f"{size} bytes exceed max.message.bytes {limit} of {row.topic}"
+                continue
+            try:
+                delivery = await self.producer.send(
+                    row.topic, value=row.value, key=row.key, headers=headers
+                )
+            except _UNPUBLISHABLE as error:
+                parked[row.id] = f"{type(error).__name__}: {error}"
+                continue
+            deliveries.append((row.id, delivery))
+        results = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+        sent: list[int] = []
+        for (row_id, _), result in zip(deliveries, results, strict=True):
+            if isinstance(result, _UNPUBLISHABLE):
+                parked[row_id] = f"{type(result).__name__}: {result}"
+            elif isinstance(result, BaseException):
+                raise result  # the broker failed: nothing after it is marked, all is sent again
+            else:
+                sent.append(row_id)
+        for row_id, reason in parked.items():
+            log.error("outbox row %d parked, never to be published: %s", row_id, reason)
+        return sent, parked
+
+    async def _restore_lost_history(self) -> None:
+        """Compare what the broker holds of our topics with what we published; a topic with
+        fewer records than that is fresh (a new embedded broker): publish its history again."""
+        if self._published is None:
+            self._published = await self._count_published()
+        sizes = await self._topic_sizes(list(self._topics))
+        lost = [
+            name
+            for name, published in self._published.items()
+            if name in self._topics and sizes.get(name, 0) < published
+        ]
+        if not lost:
+            return
+        await self._ensure_topics()
+        outbox = self._outbox
+        async with self._engine.begin() as conn:
+            for name in lost:
+                again = await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.topic == name)
+                    .where(outbox.c.published_at.is_not(None))
+                    .where(outbox.c.parked_at.is_(None))
+                    .where(outbox.c.created_at >= self._kept_since(self._topics[name]))
+                    .values(published_at=None)
+                )
+                log.warning(
+                    "the broker holds %d records of %s, %d were published: publishing its %d "
+                    "events again in their original order",
+                    sizes.get(name, 0),
+                    name,
+                    self._published[name],
+                    again.rowcount,
+                )
+                metrics.OUTBOX_REPUBLISHED_TOTAL.labels(name).inc(again.rowcount)
+                self._published[name] = 0
+
+    def _kept_since(self, topic: Topic) -> datetime:
+        """Records a topic keeps; older ones the broker may have deleted, and so may we."""
+        if topic.retention_ms < 0:
+            return _EPOCH
+        return self._clock.now() - timedelta(milliseconds=topic.retention_ms)
+
+    async def _count_published(self) -> dict[str, int]:
+        outbox = self._outbox
+        counts: dict[str, int] = {}
+        async with self._engine.connect() as conn:
+            for name, topic in self._topics.items():
+                counts[name] = (
+                    await conn.scalar(
+                        select(func.count()).where(
+                            and_(
+                                outbox.c.topic == name,
+                                outbox.c.published_at.is_not(None),
+                                outbox.c.parked_at.is_(None),
+                                outbox.c.created_at >= self._kept_since(topic),
+                            )
+                        )
+                    )
+                    or 0
+                )
+        return counts
+
+    async def update_gauges(self) -> None:
+        """Pending, oldest pending and parked rows, read from the shared outbox."""
         outbox = self._outbox
         async with self._engine.connect() as conn:
             pending, oldest = (
                 await conn.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        outbox.c.published_at.is_(None)
-                    )
+                    select(func.count(), func.min(outbox.c.created_at))
+                    .where(outbox.c.published_at.is_(None))
+                    .where(outbox.c.parked_at.is_(None))
                 )
             ).one()
+            parked = await conn.scalar(select(func.count()).where(outbox.c.parked_at.is_not(None)))
+        self._set_gauges(pending=pending, oldest=oldest)
+        metrics.OUTBOX_PARKED.set(parked or 0)
+
+    def _set_gauges(self, *, pending: int, oldest: datetime | None) -> None:
+        # On the service clock, which wrote created_at (leases alone use the wall clock).
         self.oldest_pending_age = (
             0.0 if oldest is None else max(0.0, (self._clock.now() - oldest).total_seconds())
         )
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_AGE.set(self.oldest_pending_age)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

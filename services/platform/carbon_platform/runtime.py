@@ -1,5 +1,6 @@
-"""Runs one service process: migrations, then a Faust worker that also serves the HTTP API and
-relays the outbox, all on one event loop (so a commit can wake the relay at once)."""
+"""Runs one service process: migrations, then a Faust worker that also serves the HTTP API,
+relays the outbox and probes the broker, all on one event loop (so a commit can wake the relay
+at once)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import faust
 import uvicorn
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
@@ -21,6 +22,7 @@ from mode import Service
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.policy import load_policy
 from carbon_platform import metrics
+from carbon_platform.broker import create_topics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import EventConsumer
@@ -28,6 +30,7 @@ from carbon_platform.context import Handler, ServiceContext, ServiceDefinition
 from carbon_platform.db import make_engine
 from carbon_platform.dlq import dead_letter_router
 from carbon_platform.http import create_api
+from carbon_platform.kafka import client_options, faust_credentials
 from carbon_platform.logs import configure_logging
 from carbon_platform.migrations import migrate
 from carbon_platform.outbox import OutboxRelay
@@ -46,8 +49,10 @@ def load_settings(definition: ServiceDefinition) -> Settings:
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Faust hard-codes fetch_max_wait_ms=1500. A broker that holds a fetch for its whole
-        # wait (Tansu does, on multi-partition fetches) then delays every event by up to 1.5s.
+        # Faust 0.15.3 hard-codes fetch_max_wait_ms=1500 (no setting), and a broker that holds
+        # a fetch for its whole wait (Tansu does, on multi-partition fetches) then delays every
+        # event by up to 1.5 s. aiokafka 0.14.0 reads this attribute when the consumer starts.
+        # Both versions are pinned; tests/integration/test_runtime.py fails if this stops working.
         consumer._fetch_max_wait_ms = cast(CarbonApp, self.app).fetch_max_wait_ms
         return consumer
 
@@ -81,6 +86,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         # Faust keeps a little local state; under var/, not in the working directory.
         datadir=str(settings.var_dir / f"{app_id}-data"),
         broker=brokers,
+        broker_credentials=faust_credentials(settings),
         # Authoritative state lives in the database, never only in a Faust table.
         store="memory://",
         processing_guarantee="at_least_once",
@@ -90,32 +96,76 @@ def make_faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
+        # Static membership when the instance is named: a restart takes its partitions back
+        # without waiting for the group to notice the old member is gone.
+        consumer_group_instance_id=settings.instance_id,
+        consumer_max_fetch_size=catalogue().max_message_bytes,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         broker_max_poll_records=settings.kafka_max_poll_records,
+        stream_buffer_maxsize=settings.kafka_max_poll_records * 4,
         producer_acks=-1,
     )
 
 
-def subscribe(app: faust.App, consumer: EventConsumer, topics: list[str]) -> None:
+class BatchingService(Service):
+    """Hands the worker's records to the consumer a batch at a time.
+
+    The agent takes records off the stream without acknowledging them; this service takes up
+    what has arrived (waiting a few milliseconds for more), handles the batch in one transaction
+    and only then acknowledges it, so Faust never commits an offset past an unhandled record.
+    """
+
+    def __init__(
+        self, consumer: EventConsumer, *, max_records: int, linger_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._consumer = consumer
+        self._max = max_records
+        self._linger_s = linger_s
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_records * 2)
+
+    @Service.task
+    async def _drain(self) -> None:
+        while not self.should_stop:
+            batch = [await self.queue.get()]
+            deadline = asyncio.get_running_loop().time() + self._linger_s
+            while len(batch) < self._max:
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                    continue
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._consumer.handle_batch([_raw(event.message) for event in batch])
+            for event in batch:
+                event.ack()
+
+
+def subscribe(app: faust.App, batching: BatchingService, topics: list[str]) -> None:
     """One agent over all the service's topics: per-partition order is kept, and every record
     goes through the consumer, which never lets an exception reach Faust."""
 
     @app.agent(app.topic(*topics), name="consume")
     async def consume(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            await consumer.handle(
-                RawMessage(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=_header_list(message.headers),
-                )
-            )
+        async for event in stream.noack().events():
+            await batching.queue.put(event)
+
+
+def _raw(message: Any) -> RawMessage:
+    return RawMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=_header_list(message.headers),
+    )
 
 
 def _header_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -153,25 +203,117 @@ class HttpService(Service):
             await self._task
 
 
-class RelayService(Service):
-    def __init__(self, relay_factory: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._relay_factory = relay_factory
-        self.producer: AIOKafkaProducer | None = None
-        self.relay: OutboxRelay | None = None
+class BrokerProbe:
+    """Asks the broker every few seconds how many records the service's topics hold: proof
+    that it is there (readiness, `carbon_broker_up`), and what the relay compares its published
+    history with. A broker that does not answer in time is down for this instance."""
 
-    @Service.task
-    async def _run(self) -> None:
-        self.producer, self.relay = await self._relay_factory()
-        await self.relay.run()
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: AIOKafkaConsumer | None = None
+        self.up = False
+
+    async def run(self) -> None:
+        interval = self._settings.broker_probe_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._ask(), self._settings.broker_probe_timeout_s)
+                self._set(True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self.up or self._client is None:
+                    log.warning("broker probe failed: %r", error)
+                self._set(False)
+                await self._close()
+            await asyncio.sleep(interval)
+
+    def _set(self, up: bool) -> None:
+        if up and not self.up:
+            log.info("broker reachable at %s", self._settings.kafka_bootstrap)
+        self.up = up
+        metrics.BROKER_UP.set(float(up))
+
+    async def _ask(self) -> None:
+        client = await self._connected()
+        await client.topics()  # a metadata round trip
+
+    async def _connected(self) -> AIOKafkaConsumer:
+        if self._client is None:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                request_timeout_ms=int(self._settings.broker_probe_timeout_s * 1000),
+                **client_options(self._settings),
+            )
+            try:
+                await client.start()
+            except BaseException:
+                await client.stop()
+                raise
+            self._client = client
+        return self._client
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.stop()
+
+    async def topic_sizes(self, names: Sequence[str]) -> Mapping[str, int]:
+        """Records on each topic (end offsets summed); a topic the broker lacks holds 0."""
+        client = await self._connected()
+        existing = await client.topics()
+        partitions = [
+            TopicPartition(name, partition)
+            for name in names
+            if name in existing
+            for partition in sorted(client.partitions_for_topic(name) or ())
+        ]
+        ends = await client.end_offsets(partitions) if partitions else {}
+        sizes = dict.fromkeys(names, 0)
+        for tp, end in ends.items():
+            sizes[tp.topic] += end
+        return sizes
+
+    async def stop(self) -> None:
+        await self._close()
+
+
+class SideService(Service):
+    """The relay, the broker probe and the service's background tasks, each retried on failure,
+    beside the worker."""
+
+    def __init__(self, starters: Sequence[Any], on_stop: Sequence[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._starters = starters
+        self._stoppers = on_stop
+
+    async def on_started(self) -> None:
+        for starter in self._starters:
+            self.add_future(_forever(starter))
 
     async def on_stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
+        for stopper in self._stoppers:
+            with contextlib.suppress(Exception):
+                await stopper()
+
+
+async def _forever(run: Any) -> None:
+    """Run a side task; should it end in error, run it again after a pause."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it in 1s", getattr(run, "__qualname__", run))
+            await asyncio.sleep(1)
 
 
 class ServiceWorker(faust.Worker):
-    """Faust's worker, remembering when the app has joined its group and is processing."""
+    """Faust's worker, remembering when the app has started consuming."""
 
     started_up = False
 
@@ -179,10 +321,6 @@ class ServiceWorker(faust.Worker):
         await super().on_startup_finished()
         self.started_up = True
         log.info("worker ready")
-
-    @property
-    def processing(self) -> bool:
-        return self.started_up and not self.app.rebalancing
 
 
 def run_service(definition: ServiceDefinition) -> None:
@@ -200,8 +338,8 @@ def run_service(definition: ServiceDefinition) -> None:
         name=definition.name,
         settings=settings,
         engine=engine,
-        inbox=definition.inbox,
-        outbox=definition.outbox,
+        inbox=definition.tables.inbox,
+        outbox=definition.tables.outbox,
         clock=clock,
         policy=policy,
     )
@@ -210,71 +348,119 @@ def run_service(definition: ServiceDefinition) -> None:
     for by_type in definition.handlers.values():
         handlers.update(by_type)
     consumer = EventConsumer(context, handlers)
+    batching = BatchingService(
+        consumer,
+        max_records=settings.kafka_max_poll_records,
+        linger_s=settings.consume_linger_ms / 1000,
+    )
     if definition.handlers:
-        subscribe(app, consumer, list(definition.handlers))
+        subscribe(app, batching, list(definition.handlers))
 
-    async def start_relay() -> tuple[AIOKafkaProducer, OutboxRelay]:
-        backoff = 0.2
-        while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
-                # Tansu rejects idempotent producers; consumers dedupe through their inboxes.
-                enable_idempotence=False,
-                acks="all",
-                linger_ms=1,
-            )
-            try:
-                await producer.start()
-            except Exception as error:
-                log.warning("broker not reachable for the relay (%s); retrying", error)
-                await producer.stop()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            relay = OutboxRelay(
-                engine=engine, outbox=definition.outbox, producer=producer, clock=clock
-            )
-            context.relay = relay
-            return producer, relay
+    owned = {topic.name: topic for topic in catalogue().owned_by(definition.name)}
+    probe = BrokerProbe(settings)
 
-    relay_service = RelayService(start_relay)
+    async def ensure_owned_topics() -> list[str]:
+        return await create_topics(
+            settings.kafka_bootstrap,
+            catalogue(),
+            only=list(owned.values()),
+            attempts=1,
+            **client_options(settings),
+        )
+
+    relay = OutboxRelay(
+        engine=engine,
+        outbox=definition.tables.outbox,
+        lease=definition.tables.outbox_lease,
+        clock=clock,
+        instance=settings.instance,
+        topics=owned,
+        topic_sizes=probe.topic_sizes,
+        ensure_topics=ensure_owned_topics,
+        lease_s=settings.outbox_lease_s,
+    )
+    context.relay = relay
+
+    async def run_relay() -> None:
+        relay.producer = await _started_producer(settings)
+        await relay.run()
+
+    async def stop_relay() -> None:
+        if relay.producer is not None:
+            await relay.producer.stop()
 
     async def stream_checks() -> dict[str, bool]:
-        relay = relay_service.relay
         return {
-            "broker": relay is not None and relay.healthy,
-            "worker": worker.processing,
+            "broker": probe.up,
+            # Started and consuming; a group rebalance is not an outage of this instance.
+            "worker": worker.started_up,
             "handlers": not consumer.transient_failure,
-            "outbox": relay is not None and relay.oldest_pending_age < settings.outbox_stall_s,
+            # A standby's outbox is its leader's business; a leader's must not stall.
+            "outbox": relay.healthy
+            and (not relay.leader or relay.oldest_pending_age < settings.outbox_stall_s),
         }
 
     api = create_api(definition, context)
     api.state.readiness_checks.append(stream_checks)
     api.include_router(
-        dead_letter_router(
-            bootstrap=settings.kafka_bootstrap, service=definition.name, consumer=consumer
-        )
+        dead_letter_router(settings=settings, service=definition.name, consumer=consumer)
     )
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
+    side = SideService(
+        [
+            probe.run,
+            run_relay,
+            *(lambda task=task: task(context) for task in definition.background),
+        ],
+        [probe.stop, stop_relay],
+    )
     log.info(
-        "%s listening on http://%s:%d (kafka %s)",
+        "%s (instance %s) listening on http://%s:%d (kafka %s)",
         definition.name,
+        settings.instance,
         settings.http_host,
         settings.http_port,
         settings.kafka_bootstrap,
     )
     worker = ServiceWorker(
         app,
+        batching,
         http,
-        relay_service,
+        side,
         loglevel=settings.log_level,
         override_logging=False,
         redirect_stdouts=False,
         quiet=True,
     )
-    metrics.WORKER_READY.set_function(lambda: float(worker.processing))
+    metrics.WORKER_READY.set_function(lambda: float(worker.started_up and probe.up))
+    metrics.RELAY_LEADER.set_function(lambda: float(relay.leader))
     wait_for_broker(settings.kafka_bootstrap)
     worker.execute_from_commandline()
+
+
+async def _started_producer(settings: Settings) -> AIOKafkaProducer:
+    backoff = 0.2
+    while True:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            # Tansu rejects idempotent producers; consumers dedupe through their inboxes.
+            enable_idempotence=False,
+            acks="all",
+            linger_ms=1,
+            max_request_size=catalogue().max_message_bytes,
+            # Within the outbox lease: a send that hangs fails before another instance can take
+            # over and send the same rows.
+            request_timeout_ms=int(settings.outbox_lease_s * 1000 / 3),
+            **client_options(settings),
+        )
+        try:
+            await producer.start()
+            return producer
+        except Exception as error:
+            log.warning("broker not reachable for the relay (%r); retrying", error)
+            await producer.stop()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def wait_for_broker(bootstrap: str) -> None:

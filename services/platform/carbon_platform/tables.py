@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -94,11 +95,35 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("headers", Text, nullable=False),  # JSON list of [name, base64 value]
         Column("created_at", UtcDateTime(), nullable=False),
         Column("published_at", UtcDateTime(), nullable=True),
+        # A row the broker can never take (too large) is set aside, so it blocks nothing.
+        Column("parked_at", UtcDateTime(), nullable=True),
+        Column("park_reason", String(500), nullable=True),
     )
     Index("ix_outbox_pending", table.c.published_at, table.c.id)
+    Index("ix_outbox_topic", table.c.topic, table.c.id)
     return table
 
 
-def messaging_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """The service's (inbox, outbox) tables, defined on its metadata once."""
-    return inbox_table(metadata), outbox_table(metadata)
+def outbox_lease_table(metadata: MetaData) -> Table:
+    # One row: which instance's relay publishes the outbox, and until when (wall clock).
+    return Table(
+        "outbox_lease",
+        metadata,
+        Column("name", String(32), primary_key=True),
+        Column("holder", String(128), nullable=False),
+        Column("expires_at", UtcDateTime(), nullable=False),
+    )
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    inbox: Table
+    outbox: Table
+    outbox_lease: Table
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    """The service's inbox, outbox and relay lease, defined on its metadata once."""
+    return MessagingTables(
+        inbox_table(metadata), outbox_table(metadata), outbox_lease_table(metadata)
+    )

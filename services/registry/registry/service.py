@@ -1,22 +1,34 @@
-"""The registry service: the allowance registry of the notice (accounts, allocation, surrender,
-pre-allocation)."""
+"""The registry service: the allowance registry of the notice (roster, accounts, allocation,
+surrender, pre-allocation)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from carbon_platform.context import ServiceDefinition
-from registry import api, store
-from registry.handlers import HANDLERS
+from carbon_platform.context import ServiceContext, ServiceDefinition
+from registry import api, commands, store
+
+ROWS_PER_TRANSACTION = 500
+
+
+async def register_roster_uploads(context: ServiceContext) -> None:
+    """Registers the pending rows of roster uploads, a chunk per transaction, on whichever
+    instance gets to them first."""
+    while True:
+        if not await context.execute(commands.register_pending_rows, ROWS_PER_TRANSACTION):
+            await asyncio.sleep(0.5)
+
 
 SERVICE = ServiceDefinition(
     name="registry",
     port=8003,
     title="carbon registry (allowance registry)",
     metadata=store.metadata,
-    inbox=store.inbox,
-    outbox=store.outbox,
+    tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
     routers=[api.router],
-    handlers=HANDLERS,
+    handlers=commands.HANDLERS,
+    body_limits={"/roster/imports": api.ROSTER_UPLOAD_BYTES},
+    background=[register_roster_uploads],
 )

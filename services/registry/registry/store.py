@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -11,21 +12,25 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
+    Text,
+    bindparam,
+    func,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_contracts.errors import Conflict
 from carbon_platform.db import upsert
-from carbon_platform.errors import Conflict
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
 metadata = MetaData()
-inbox, outbox = messaging_tables(metadata)
+messaging = messaging_tables(metadata)
 
 entities = Table(
     "entities",
@@ -107,6 +112,39 @@ allocations = Table(
     Column("issued_at", UtcDateTime(), nullable=False),
     CheckConstraint("allowances >= 0", name="ck_allocations_allowances"),
     CheckConstraint("kind IN ('allocation', 'preallocation')", name="ck_allocations_kind"),
+)
+
+# Roster uploads (CSV): every row is kept with its result, so progress survives a restart and
+# any instance can carry an upload on.
+roster_imports = Table(
+    "roster_imports",
+    metadata,
+    Column("import_id", String(36), primary_key=True),
+    Column("uploaded_by", String(128), nullable=False),
+    Column("uploaded_at", UtcDateTime(), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    CheckConstraint("rows > 0", name="ck_roster_imports_rows"),
+)
+
+roster_import_rows = Table(
+    "roster_import_rows",
+    metadata,
+    Column("import_id", ForeignKey("roster_imports.import_id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("credit_code", String(64), nullable=False),
+    Column("fields", Text, nullable=False),  # JSON object of the row, by CSV header
+    Column("status", String(16), nullable=False),
+    Column("code", String(64), nullable=True),
+    Column("message", String(1000), nullable=True),
+    Column("event_id", String(64), nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'registered', 'refused')", name="ck_roster_import_rows_status"
+    ),
+    CheckConstraint(
+        "(status = 'registered') = (event_id IS NOT NULL)", name="ck_roster_import_rows_event"
+    ),
+    Index("ix_roster_import_rows_pending", "status", "import_id", "line"),
 )
 
 
@@ -328,3 +366,118 @@ async def add_surrendered(
             on_time=on_time,
         )
     )
+
+
+async def add_roster_import(
+    conn: AsyncConnection,
+    *,
+    import_id: str,
+    uploaded_by: str,
+    rows: list[tuple[int, str, dict[str, str]]],
+    at: datetime,
+) -> None:
+    """An upload and its rows (line, credit code as written, fields), all pending."""
+    await conn.execute(
+        roster_imports.insert().values(
+            import_id=import_id, uploaded_by=uploaded_by, uploaded_at=at, rows=len(rows)
+        )
+    )
+    await conn.execute(
+        roster_import_rows.insert(),
+        [
+            {
+                "import_id": import_id,
+                "line": line,
+                "credit_code": code[:64],
+                "fields": json.dumps(fields, ensure_ascii=False),
+                "status": "pending",
+            }
+            for line, code, fields in rows
+        ],
+    )
+
+
+async def claim_pending_rows(conn: AsyncConnection, *, limit: int) -> list[Any]:
+    """The oldest pending rows of any upload; on PostgreSQL locked for this transaction and
+    skipped by other instances' (SQLite serialises writers anyway)."""
+    rows = roster_import_rows
+    return list(
+        await conn.execute(
+            select(rows.c.import_id, rows.c.line, rows.c.fields)
+            .where(rows.c.status == "pending")
+            .order_by(rows.c.import_id, rows.c.line)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+async def record_row_results(conn: AsyncConnection, *, results: list[dict[str, Any]]) -> None:
+    """Each dict: import_id, line, status, code, message, event_id."""
+    rows = roster_import_rows
+    # The SET clause comes from the parameter names that are columns (SQLAlchemy executemany).
+    await conn.execute(
+        update(rows)
+        .where(rows.c.import_id == bindparam("b_import_id"))
+        .where(rows.c.line == bindparam("b_line")),
+        [
+            {
+                "b_import_id": r["import_id"],
+                "b_line": r["line"],
+                "status": r["status"],
+                "code": r["code"],
+                "message": r["message"],
+                "event_id": r["event_id"],
+            }
+            for r in results
+        ],
+    )
+
+
+async def finish_imports(conn: AsyncConnection, *, import_ids: set[str], at: datetime) -> None:
+    """Mark done the uploads among these that have no pending row left."""
+    rows = roster_import_rows
+    for import_id in import_ids:
+        pending = await conn.scalar(
+            select(func.count())
+            .where(rows.c.import_id == import_id)
+            .where(rows.c.status == "pending")
+        )
+        if not pending:
+            await conn.execute(
+                update(roster_imports)
+                .where(roster_imports.c.import_id == import_id)
+                .values(finished_at=at)
+            )
+
+
+async def get_roster_import(conn: AsyncConnection, *, import_id: str) -> Any:
+    return (
+        await conn.execute(select(roster_imports).where(roster_imports.c.import_id == import_id))
+    ).first()
+
+
+async def count_rows_by_status(conn: AsyncConnection, *, import_id: str) -> dict[str, int]:
+    rows = roster_import_rows
+    counted = await conn.execute(
+        select(rows.c.status, func.count())
+        .where(rows.c.import_id == import_id)
+        .group_by(rows.c.status)
+    )
+    return {status: count for status, count in counted.all()}
+
+
+async def list_import_rows(
+    conn: AsyncConnection, *, import_id: str, status: str | None, after_line: int, limit: int
+) -> list[Any]:
+    rows = roster_import_rows
+    query = (
+        select(rows)
+        .where(rows.c.import_id == import_id)
+        .where(rows.c.line > after_line)
+        .order_by(rows.c.line)
+        .limit(limit)
+    )
+    if status:
+        query = query.where(rows.c.status == status)
+    return list(await conn.execute(query))

@@ -1,22 +1,19 @@
-"""The reporting service: the direct reporting system of the notice (annual emissions reports,
-computed from a versioned factor table)."""
+"""The reporting service: the direct reporting system of the notice (annual emissions reports)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
-from reporting import api, store
-from reporting.handlers import HANDLERS
+from reporting import api, commands, store
 
 SERVICE = ServiceDefinition(
     name="reporting",
     port=8001,
     title="carbon reporting (direct reporting system)",
     metadata=store.metadata,
-    inbox=store.inbox,
-    outbox=store.outbox,
+    tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
     routers=[api.router],
-    handlers=HANDLERS,
+    handlers=commands.HANDLERS,
 )

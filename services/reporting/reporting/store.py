@@ -23,7 +23,7 @@ from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from reporting.domain.calculation import Calculation
 
 metadata = MetaData()
-inbox, outbox = messaging_tables(metadata)
+messaging = messaging_tables(metadata)
 
 # Projection of entity.registered: who may report for which year, and where they are.
 roster = Table(

@@ -13,7 +13,7 @@ from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 from verification.domain.case import Case
 
 metadata = MetaData()
-inbox, outbox = messaging_tables(metadata)
+messaging = messaging_tables(metadata)
 
 cases = Table(
     "cases",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
+from carbon_contracts.errors import Conflict, Invalid
 from carbon_contracts.policy import Policy
-from carbon_platform.errors import Conflict, Invalid
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,47 @@ def preallocation(policy: Policy, verified_emissions: Decimal) -> int:
     emissions."""
     return policy.to_allowances(
         verified_emissions * policy.preallocation.ratio, policy.rounding.preallocation
+    )
+
+
+@dataclass(frozen=True)
+class Surrendered:
+    """What one surrender does: the vintages it draws on and where the obligation then stands."""
+
+    drawn: list[tuple[int, int]]
+    surrendered: int
+    remaining: int
+    complete: bool
+    on_time: bool
+
+
+def surrender(
+    policy: Policy,
+    *,
+    compliance_year: int,
+    requested: int,
+    obligation: int,
+    surrendered: int,
+    holdings: Mapping[int, int],
+    at: datetime,
+) -> Surrendered:
+    """Surrender `requested` allowances against the year's obligation at instant `at`. Meeting
+    the whole obligation completes compliance; it is on time only before the deadline (the
+    notice: before 17:00, so 17:00:00 itself is late)."""
+    drawn = plan_surrender(
+        compliance_year=compliance_year,
+        requested=requested,
+        obligation=obligation,
+        surrendered=surrendered,
+        holdings=holdings,
+    )
+    total = surrendered + requested
+    return Surrendered(
+        drawn=drawn,
+        surrendered=total,
+        remaining=obligation - total,
+        complete=total == obligation,
+        on_time=at < policy.deadlines.surrender,
     )
 
 

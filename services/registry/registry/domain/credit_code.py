@@ -29,6 +29,8 @@ registration authorities, and a wrong category is caught by the check character 
 
 from __future__ import annotations
 
+from carbon_contracts.errors import Invalid
+
 CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 """The 31 characters of a credit code; a character's value is its index here."""
 
@@ -153,6 +155,14 @@ def validate_credit_code(code: str) -> str:
             f"{normalised[17]!r}, expected {expected!r}"
         )
     return normalised
+
+
+def checked_credit_code(code: str) -> str:
+    """The normalised code, or the rejection a caller sees (422 invalid_credit_code)."""
+    try:
+        return validate_credit_code(code)
+    except InvalidCreditCode as error:
+        raise Invalid("invalid_credit_code", str(error)) from error
 
 
 def is_valid_credit_code(code: str) -> bool:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Literal
 from uuid import UUID, uuid5
 
-from carbon_platform.errors import Conflict, Forbidden
+from carbon_contracts.errors import Conflict, Forbidden
 
 Status = Literal["opened", "assigned", "approved"]
 _CASE_NAMESPACE = UUID("6f1c1f4e-4a51-4f39-9d0e-5b2a9a0c2b11")

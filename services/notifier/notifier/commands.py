@@ -1,4 +1,5 @@
-"""The notifier consumes every public topic and records who must be told."""
+"""The notifier's event handler: one function over a unit of work that records who must be
+told of an event. No HTTP, no Kafka."""
 
 from __future__ import annotations
 
@@ -8,29 +9,30 @@ from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import EntityRegistered
 from carbon_platform import metrics
 from carbon_platform.codec import Event
-from carbon_platform.context import Handler, ServiceContext, Transaction
+from carbon_platform.context import Handler, UnitOfWork
 from notifier import store
 from notifier.domain.messages import notifications_for
 
 
-async def notify(event: Event[Any], tx: Transaction, context: ServiceContext) -> None:
+async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
+    """Tell the entity, and the district bureau supervising it, what happened."""
     payload = event.payload
     if isinstance(payload, EntityRegistered):
         await store.set_district(
-            tx.conn, credit_code=payload.credit_code, district=payload.district
+            uow.conn, credit_code=payload.credit_code, district=payload.district
         )
-    district = await store.district_of(tx.conn, credit_code=payload.credit_code)
-    items = notifications_for(payload, district=district, policy=context.policy)
+    district = await store.district_of(uow.conn, credit_code=payload.credit_code)
+    items = notifications_for(payload, district=district, policy=uow.policy)
     await store.record(
-        tx.conn,
+        uow.conn,
         items=items,
         credit_code=payload.credit_code,
         event_id=event.id,
         event_type=event.type,
-        at=tx.now,
+        at=uow.now,
     )
     for item in items:
-        tx.after_commit.append(metrics.NOTIFICATIONS.labels(item.recipient_type).inc)
+        uow.on_commit(metrics.NOTIFICATIONS.labels(item.recipient_type).inc)
 
 
 HANDLERS: dict[str, dict[str, Handler]] = {

@@ -1,0 +1,50 @@
+"""Outcomes that are not bugs: a command or event the rules reject, with a stable code and a
+reason for the caller, and the error body every API answers with.
+
+Pure Python, so domain modules raise these; the platform maps each kind to its HTTP status once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Rejection(Exception):
+    status = 409
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFound(Rejection):
+    status = 404
+
+
+class Conflict(Rejection):
+    status = 409
+
+
+class Invalid(Rejection):
+    status = 422
+
+
+class Forbidden(Rejection):
+    status = 403
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable reason, e.g. insufficient_holdings")
+    message: str = Field(description="what was refused and why, for a person")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="request validation errors: loc, msg, type"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx answer."""
+
+    error: ErrorDetail

@@ -1,0 +1,364 @@
+"""The registry's commands and event handlers: each a function over a unit of work that loads
+state, applies the domain rules and records the events it causes. No HTTP, no Kafka."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
+from carbon_contracts.events import (
+    AccountOpened,
+    AllocationIssued,
+    EntityRegistered,
+    PreallocationIssued,
+    SurrenderCompleted,
+    VerificationApproved,
+)
+from carbon_platform import metrics
+from carbon_platform.codec import Event
+from carbon_platform.context import Handler, UnitOfWork
+from registry import store
+from registry.domain import compliance
+from registry.domain.credit_code import checked_credit_code
+from registry.schemas import (
+    Account,
+    Holding,
+    OpenAccount,
+    PreallocationView,
+    RegisteredEntity,
+    Registration,
+    RosterImport,
+    RosterUpload,
+    Surrender,
+    SurrenderReceipt,
+)
+
+ROSTER_COLUMNS = ("credit_code", "name", "district", "sector", "compliance_year")
+ROSTER_OPTIONAL = ("new_entrant",)
+ROSTER_MAX_ROWS = 200_000
+
+
+async def register_entity(uow: UnitOfWork, command: Registration) -> RegisteredEntity:
+    """The Bureau puts a covered entity on the roster of the policy's compliance year."""
+    code = checked_credit_code(command.credit_code)
+    year = command.compliance_year
+    if year != uow.policy.compliance_year:
+        raise Invalid(
+            "no_policy",
+            f"no compliance policy loaded for {year} (running {uow.policy.cycle})",
+        )
+    if await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
+        raise Conflict("already_registered", f"{code} is already on the {year} roster")
+    await store.register(
+        uow.conn,
+        credit_code=code,
+        name=command.name,
+        district=command.district,
+        sector=command.sector,
+        compliance_year=year,
+        new_entrant=command.new_entrant,
+        at=uow.now,
+    )
+    event = uow.record(
+        EntityRegistered(
+            credit_code=code,
+            compliance_year=year,
+            name=command.name,
+            district=command.district,
+            sector=command.sector,
+            new_entrant=command.new_entrant,
+            registered_at=uow.now,
+        )
+    )
+    return RegisteredEntity(
+        **command.model_dump(exclude={"credit_code"}), credit_code=code, event_id=event.event_id
+    )
+
+
+async def open_account(uow: UnitOfWork, command: OpenAccount) -> Account:
+    """A registered entity opens its allowance account, once."""
+    code = checked_credit_code(command.credit_code)
+    if await store.get_entity(uow.conn, credit_code=code) is None:
+        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    if await store.get_account(uow.conn, credit_code=code) is not None:
+        raise Conflict("account_exists", f"{code} already has an allowance account")
+    account_id = f"SHEA-{code}"
+    await store.open_account(uow.conn, account_id=account_id, credit_code=code, at=uow.now)
+    event = uow.record(
+        AccountOpened(
+            credit_code=code,
+            compliance_year=uow.policy.compliance_year,
+            account_id=account_id,
+            opened_at=uow.now,
+        )
+    )
+    return Account(account_id=account_id, credit_code=code, event_id=event.event_id)
+
+
+async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
+    """Surrender allowances for a year; meeting the whole obligation completes compliance and
+    issues next year's pre-allocation in the same transaction."""
+    code = checked_credit_code(command.credit_code)
+    year, policy = command.compliance_year, uow.policy
+    if await store.get_account(uow.conn, credit_code=code) is None:
+        raise Conflict("account_not_open", f"{code} has no allowance account")
+    due = await store.get_obligation(uow.conn, credit_code=code, compliance_year=year)
+    if due is None:
+        raise NotFound("no_obligation", f"{code} has no verified emissions for {year} yet")
+    done = compliance.surrender(
+        policy,
+        compliance_year=year,
+        requested=command.allowances,
+        obligation=due.obligation,
+        surrendered=due.surrendered,
+        holdings=await store.get_holdings(uow.conn, credit_code=code),
+        at=uow.now,
+    )
+    for vintage, amount in done.drawn:
+        await store.move_allowances(
+            uow.conn,
+            credit_code=code,
+            vintage=vintage,
+            amount=-amount,
+            kind="surrender",
+            reference=f"surrender-{year}",
+            at=uow.now,
+        )
+    await store.add_surrendered(
+        uow.conn,
+        credit_code=code,
+        compliance_year=year,
+        amount=command.allowances,
+        completed_at=uow.now if done.complete else None,
+        on_time=done.on_time if done.complete else None,
+    )
+    preallocated: PreallocationIssued | None = None
+    if done.complete:
+        uow.record(
+            SurrenderCompleted(
+                credit_code=code,
+                compliance_year=year,
+                policy=policy.cycle,
+                verified_emissions=due.verified_emissions,
+                obligation=due.obligation,
+                allowances_surrendered=done.surrendered,
+                offsets_surrendered=0,
+                deadline=policy.deadlines.surrender,
+                on_time=done.on_time,
+                completed_at=uow.now,
+            )
+        )
+        preallocated = await _preallocate(uow, code, year, due.verified_emissions)
+    uow.on_commit(lambda: metrics.ALLOWANCES_SURRENDERED.inc(command.allowances))
+    return SurrenderReceipt(
+        credit_code=code,
+        compliance_year=year,
+        surrendered_now=command.allowances,
+        drawn_from=[Holding(vintage=v, allowances=n) for v, n in done.drawn],
+        obligation=due.obligation,
+        surrendered=done.surrendered,
+        remaining=done.remaining,
+        status="compliant" if done.complete else "open",
+        preallocation=(
+            PreallocationView(
+                compliance_year=preallocated.compliance_year, allowances=preallocated.allowances
+            )
+            if preallocated
+            else None
+        ),
+        event_ids=[event.event_id for event in uow.events],
+    )
+
+
+async def _preallocate(
+    uow: UnitOfWork, code: str, year: int, verified: Decimal
+) -> PreallocationIssued:
+    """Next year's pre-allocation, credited and published with the completed surrender."""
+    policy = uow.policy
+    allowances = compliance.preallocation(policy, verified)
+    next_year = year + 1
+    await store.issue_allowances(
+        uow.conn,
+        credit_code=code,
+        compliance_year=next_year,
+        kind="preallocation",
+        method="preallocation",
+        basis_emissions=verified,
+        allowances=allowances,
+        reference=f"preallocation-{next_year}",
+        at=uow.now,
+    )
+    uow.on_commit(lambda: metrics.ALLOWANCES_ISSUED.labels("preallocation").inc(allowances))
+    issued = PreallocationIssued(
+        credit_code=code,
+        compliance_year=next_year,
+        policy=policy.cycle,
+        basis_year=year,
+        basis_verified_emissions=verified,
+        ratio=policy.preallocation.ratio,
+        allowances=allowances,
+        issued_at=uow.now,
+    )
+    uow.record(issued)
+    return issued
+
+
+async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
+    """Record the verified emissions as the year's obligation and issue the year's allowances.
+    Only for an entity on this registry's roster for that year: an approval for anyone else is
+    refused, whatever the event says."""
+    approved: VerificationApproved = event.payload
+    policy = uow.policy
+    code, year = approved.credit_code, approved.compliance_year
+    if year != policy.compliance_year:
+        raise Invalid("no_policy", f"no compliance policy loaded for {year}")
+    if not await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
+        raise NotFound("unknown_entity", f"{code} is not on the {year} roster")
+    if await store.get_obligation(uow.conn, credit_code=code, compliance_year=year):
+        raise Conflict("already_verified", f"{code} already has verified emissions for {year}")
+    await store.create_obligation(
+        uow.conn,
+        credit_code=code,
+        compliance_year=year,
+        case_id=str(approved.case_id),
+        verified_emissions=approved.verified_emissions,
+        obligation=compliance.obligation(policy, approved.verified_emissions),
+    )
+    earlier = await store.get_allocation(
+        uow.conn, credit_code=code, compliance_year=year, kind="preallocation"
+    )
+    allocation = compliance.allocate(
+        policy, approved.verified_emissions, preallocated=earlier.allowances if earlier else 0
+    )
+    await store.issue_allowances(
+        uow.conn,
+        credit_code=code,
+        compliance_year=year,
+        kind="allocation",
+        method=allocation.method,
+        basis_emissions=approved.verified_emissions,
+        allowances=allocation.allowances,
+        reference=str(approved.case_id),
+        at=uow.now,
+    )
+    uow.record(
+        AllocationIssued(
+            credit_code=code,
+            compliance_year=year,
+            policy=policy.cycle,
+            method=allocation.method,
+            verified_emissions=approved.verified_emissions,
+            final_allocation=allocation.final_allocation,
+            preallocated=allocation.preallocated,
+            allowances=allocation.allowances,
+            issued_at=uow.now,
+        )
+    )
+    uow.on_commit(lambda: metrics.ALLOWANCES_ISSUED.labels("allocation").inc(allocation.allowances))
+
+
+HANDLERS: dict[str, dict[str, Handler]] = {
+    "verification.approved": {"verification.approved": on_verification_approved}
+}
+
+
+# --- Roster upload: the Bureau registers the year's roster in one CSV ------------------------
+
+
+async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
+    """Take a roster CSV and keep each data row as pending; rows are registered in the
+    background, each with its own result. The file itself must be sound: its header names the
+    columns, and it has at least one and at most ROSTER_MAX_ROWS rows."""
+    reader = csv.DictReader(io.StringIO(upload.text.lstrip("\ufeff")), restkey="_extra")
+    header = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in ROSTER_COLUMNS if name not in header]
+    unknown = [name for name in header if name not in (*ROSTER_COLUMNS, *ROSTER_OPTIONAL)]
+    if missing or unknown:
+        raise Invalid(
+            "invalid_csv",
+            f"the header must name {', '.join(ROSTER_COLUMNS)} (and may name new_entrant); "
+            f"missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'}",
+        )
+    reader.fieldnames = header
+    rows: list[tuple[int, str, dict[str, str]]] = []
+    for fields in reader:
+        if len(rows) >= ROSTER_MAX_ROWS:
+            raise Invalid("invalid_csv", f"more than {ROSTER_MAX_ROWS} rows; split the file")
+        values = {k: (v or "").strip() for k, v in fields.items() if isinstance(v, str)}
+        if "_extra" in fields:
+            values["_extra"] = ",".join(fields["_extra"])
+        rows.append((reader.line_num, values.get("credit_code", ""), values))
+    if not rows:
+        raise Invalid("invalid_csv", "the file has a header but no rows")
+    import_id = str(uuid.uuid4())
+    await store.add_roster_import(
+        uow.conn, import_id=import_id, uploaded_by=upload.uploaded_by, rows=rows, at=uow.now
+    )
+    return RosterImport(
+        import_id=import_id,
+        status="pending",
+        rows=len(rows),
+        done=0,
+        registered=0,
+        refused=0,
+        uploaded_at=uow.now,
+        finished_at=None,
+    )
+
+
+async def register_pending_rows(uow: UnitOfWork, limit: int) -> int:
+    """Register up to `limit` pending rows of any upload, each alone: a refused row (bad value,
+    already registered...) keeps its reason and undoes nothing of its neighbours."""
+    claimed = await store.claim_pending_rows(uow.conn, limit=limit)
+    results: list[dict[str, Any]] = []
+    for row in claimed:
+        outcome: dict[str, Any] = {"import_id": row.import_id, "line": row.line}
+        try:
+            registration = _registration(row.fields)
+            async with uow.savepoint():
+                registered = await register_entity(uow, registration)
+        except Rejection as refused:
+            outcome |= {"status": "refused", "code": refused.code, "message": refused.message}
+            outcome["event_id"] = None
+        else:
+            outcome |= {"status": "registered", "code": None, "message": None}
+            outcome["event_id"] = registered.event_id
+        results.append(outcome)
+    if results:
+        await store.record_row_results(uow.conn, results=results)
+        await store.finish_imports(
+            uow.conn, import_ids={row.import_id for row in claimed}, at=uow.now
+        )
+    return len(claimed)
+
+
+def _registration(fields_json: str) -> Registration:
+    fields = json.loads(fields_json)
+    if "_extra" in fields:
+        raise Invalid("invalid_row", f"more values than columns: {fields['_extra'][:100]}")
+    try:
+        year = int(fields["compliance_year"])
+    except ValueError:
+        raise Invalid("invalid_row", f"compliance_year {fields['compliance_year']!r}") from None
+    flag = fields.get("new_entrant", "").lower()
+    if flag not in ("", "true", "false"):
+        raise Invalid("invalid_row", f"new_entrant {fields['new_entrant']!r}: true or false")
+    try:
+        return Registration(
+            credit_code=fields["credit_code"],
+            name=fields["name"],
+            district=fields["district"],
+            sector=fields["sector"],
+            compliance_year=year,
+            new_entrant=flag == "true",
+        )
+    except ValidationError as error:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise Invalid("invalid_row", where) from None
