@@ -13,11 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from carbon_platform.db import is_sqlite
+from carbon_platform.db import is_sqlite, sqlite_begin, sqlite_pragmas
 
 
 def migrate(*, url: str, schema: str, migrations_dir: Path) -> None:
@@ -37,10 +37,21 @@ def run_env() -> None:
 
 
 async def _run_online(url: str, schema: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
+    # Several instances of a service may start at once: the first to take the lock migrates,
+    # the others wait for it and then find nothing left to do.
+    if is_sqlite(url):
+        engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", sqlite_begin)
+    else:
+        engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
             if not is_sqlite(url):
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:lock))"),
+                    {"lock": f"carbon-migrations-{schema}"},
+                )
                 await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
                 await connection.execute(text(f'SET search_path TO "{schema}"'))
             await connection.run_sync(_run_migrations, None if is_sqlite(url) else schema)
@@ -84,9 +95,12 @@ def create_messaging_tables_v1() -> None:
 
 
 def upgrade_messaging_tables_v2() -> None:
-    """Version 2: parked outbox rows, an index by topic (history republished per topic) and the
-    relay lease that lets one instance of several publish."""
+    """Version 2: where each outbox row was published (checked against the broker), parked
+    rows, an index by topic (history republished per topic) and the relay lease that lets one
+    instance of several publish."""
     with op.batch_alter_table("outbox") as outbox:
+        outbox.add_column(sa.Column("partition", sa.Integer, nullable=True))
+        outbox.add_column(sa.Column("offset", sa.BigInteger, nullable=True))
         outbox.add_column(sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True))
         outbox.add_column(sa.Column("park_reason", sa.String(500), nullable=True))
     op.create_index("ix_outbox_topic", "outbox", ["topic", "id"])

@@ -5,10 +5,13 @@ id order, marks them published, and wakes at once after a commit instead of wait
 
 Several instances of a service share one outbox: the relay that holds the lease publishes, the
 others stand by and take over when it lapses, so each row is sent once and in order. A row the
-broker can never take (too large) is parked instead of blocking the rows behind it. The outbox
-is also the service's durable log: when the broker has lost a topic's records (the embedded
-broker keeps them in memory), the relay publishes that topic's history again, in order, with
-the original event ids, before anything newer.
+broker can never take (too large) is parked instead of blocking the rows behind it.
+
+The outbox is also the service's durable log. Each published row keeps the partition and offset
+the broker gave it. Before it sends anything (and every few seconds when idle), the relay checks
+that the last record it published is still where the broker put it; when it is not (a new
+embedded broker: Tansu keeps records in memory only), every topic whose last record is gone has
+its history published again, in order, with the original event ids, before anything newer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from carbon_contracts.catalogue import Topic
@@ -68,8 +71,8 @@ def _load_headers(text: str) -> Headers:
     return [(name, base64.b64decode(value)) for name, value in json.loads(text)]
 
 
-TopicSizes = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
-"""Records now on each of these topics (the broker's end offsets summed over partitions)."""
+RecordAt = Callable[[str, int, int], Awaitable[str | None]]
+"""The ce_id of the record at (topic, partition, offset) on the broker, or None if none is."""
 
 
 class OutboxRelay:
@@ -84,7 +87,7 @@ class OutboxRelay:
         clock: Clock,
         instance: str,
         topics: Mapping[str, Topic],
-        topic_sizes: TopicSizes,
+        record_at: RecordAt,
         ensure_topics: Callable[[], Awaitable[object]],
         batch_size: int = 500,
         idle_poll_s: float = 1.0,
@@ -98,7 +101,7 @@ class OutboxRelay:
         self._clock = clock
         self._instance = instance
         self._topics = topics  # the topics this service owns, by name
-        self._topic_sizes = topic_sizes
+        self._record_at = record_at
         self._ensure_topics = ensure_topics
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
@@ -107,7 +110,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._lease_until = _EPOCH
         self._next_history_check = 0.0
-        self._published: dict[str, int] | None = None  # rows published per topic, while leader
+        self._last_sent: Any = None  # the newest published row: (event_id, topic, partition, ...)
         self.healthy = False
         self.leader = False
         self.oldest_pending_age = 0.0
@@ -149,11 +152,14 @@ class OutboxRelay:
         if not await self._hold_lease():
             await self.update_gauges()
             return False
+        rows = await self._pending()
         loop = asyncio.get_running_loop()
-        if loop.time() >= self._next_history_check:
-            await self._restore_lost_history()
+        if rows or loop.time() >= self._next_history_check:
+            # Before anything new reaches a broker that has lost our history.
+            if await self._restore_lost_history():
+                rows = await self._pending()
             self._next_history_check = loop.time() + self._history_check_s
-        return await self.publish_pending() == self._batch_size
+        return await self.publish(rows) == self._batch_size
 
     async def _hold_lease(self) -> bool:
         """Take or renew the lease when it is a third spent; another instance takes it only once
@@ -172,7 +178,7 @@ class OutboxRelay:
         leader = taken.rowcount == 1
         if leader and not self.leader:
             log.info("this instance now publishes the outbox (lease %s)", self._instance)
-            self._published = None  # counted afresh: another instance published meanwhile
+            self._last_sent = None  # read afresh: another instance published meanwhile
         elif self.leader and not leader:
             log.warning("outbox lease lost to another instance; standing by")
         self.leader = leader
@@ -191,11 +197,10 @@ class OutboxRelay:
             )
         self.leader = False
 
-    async def publish_pending(self) -> int:
-        """Publish one batch of pending rows in order; returns how many rows it took up."""
+    async def _pending(self) -> list[Any]:
         outbox = self._outbox
         async with self._engine.connect() as conn:
-            rows = (
+            return list(
                 await conn.execute(
                     select(outbox)
                     .where(outbox.c.published_at.is_(None))
@@ -203,7 +208,10 @@ class OutboxRelay:
                     .order_by(outbox.c.id)
                     .limit(self._batch_size)
                 )
-            ).all()
+            )
+
+    async def publish(self, rows: Sequence[Any]) -> int:
+        """Publish pending rows in order; returns how many rows it took up."""
         if not rows:
             self._set_gauges(pending=0, oldest=None)
             return 0
@@ -211,10 +219,16 @@ class OutboxRelay:
         budget = (self._lease_until - datetime.now(UTC)).total_seconds() - self._lease_s / 6
         sent, parked = await asyncio.wait_for(self._send(rows), timeout=max(budget, 0.1))
         now = self._clock.now()
+        outbox = self._outbox
         async with self._engine.begin() as conn:
             if sent:
+                # The SET clause from the parameter names that are columns (executemany).
                 await conn.execute(
-                    update(outbox).where(outbox.c.id.in_(sent)).values(published_at=now)
+                    update(outbox).where(outbox.c.id == bindparam("row_id")),
+                    [
+                        {"row_id": row_id, "partition": p, "offset": o, "published_at": now}
+                        for row_id, (p, o) in sent.items()
+                    ],
                 )
             for row_id, reason in parked.items():
                 await conn.execute(
@@ -222,20 +236,20 @@ class OutboxRelay:
                     .where(outbox.c.id == row_id)
                     .values(parked_at=now, park_reason=reason[:500])
                 )
-        published = {row.id: row for row in rows if row.id in set(sent)}
-        for row in published.values():
-            metrics.EVENTS_PUBLISHED.labels(row.topic, row.event_type).inc()
-            if self._published is not None:
-                self._published[row.topic] = self._published.get(row.topic, 0) + 1
+        for row in rows:
+            if row.id in sent:
+                metrics.EVENTS_PUBLISHED.labels(row.topic, row.event_type).inc()
+                self._last_sent = (row.event_id, row.topic, *sent[row.id])
         if parked:
             await self.update_gauges()
         elif len(rows) < self._batch_size:
             self._set_gauges(pending=0, oldest=None)
         return len(rows)
 
-    async def _send(self, rows: Sequence[Any]) -> tuple[list[int], dict[int, str]]:
+    async def _send(self, rows: Sequence[Any]) -> tuple[dict[int, tuple[int, int]], dict[int, str]]:
         """Send rows in order; aiokafka keeps one batch in flight per partition, so per-key
-        order holds. Returns the ids sent and the ids to park with why."""
+        order holds. Returns where each row sent landed (partition, offset) by row id, and the
+        ids to park with why."""
         assert self.producer is not None, "the relay runs once its producer has started"
         parked: dict[int, str] = {}
         deliveries: list[tuple[int, asyncio.Future[Any]]] = []
@@ -255,79 +269,85 @@ class OutboxRelay:
                 continue
             deliveries.append((row.id, delivery))
         results = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-        sent: list[int] = []
+        sent: dict[int, tuple[int, int]] = {}
         for (row_id, _), result in zip(deliveries, results, strict=True):
             if isinstance(result, _UNPUBLISHABLE):
                 parked[row_id] = f"{type(result).__name__}: {result}"
             elif isinstance(result, BaseException):
                 raise result  # the broker failed: nothing after it is marked, all is sent again
             else:
-                sent.append(row_id)
+                sent[row_id] = (result.partition, result.offset)
         for row_id, reason in parked.items():
             log.error("outbox row %d parked, never to be published: %s", row_id, reason)
         return sent, parked
 
-    async def _restore_lost_history(self) -> None:
-        """Compare what the broker holds of our topics with what we published; a topic with
-        fewer records than that is fresh (a new embedded broker): publish its history again."""
-        if self._published is None:
-            self._published = await self._count_published()
-        sizes = await self._topic_sizes(list(self._topics))
-        lost = [
-            name
-            for name, published in self._published.items()
-            if name in self._topics and sizes.get(name, 0) < published
-        ]
-        if not lost:
-            return
-        await self._ensure_topics()
+    async def _restore_lost_history(self) -> bool:
+        """If the last record we published is gone from the broker, find every topic of ours
+        whose last record is gone and mark its history for publishing again. True if any was."""
+        if self._last_sent is None:
+            self._last_sent = await self._newest_published(None)
+            if self._last_sent is None:
+                return False  # nothing published yet
+        event_id, topic, partition, offset = self._last_sent
+        if await self._record_at(topic, partition, offset) == event_id:
+            return False
+        lost = []
+        for name in self._topics:
+            newest = await self._newest_published(name)
+            if newest is not None and await self._record_at(*newest[1:]) != newest[0]:
+                lost.append(name)
+        if lost:
+            await self._ensure_topics()
+            await self._publish_again(lost)
+        self._last_sent = None
+        return bool(lost)
+
+    async def _newest_published(self, topic: str | None) -> Any:
+        """(event_id, topic, partition, offset) of the newest published row the broker should
+        still hold, of one topic or of any."""
+        outbox = self._outbox
+        query = (
+            select(outbox.c.event_id, outbox.c.topic, outbox.c.partition, outbox.c.offset)
+            .where(outbox.c.published_at.is_not(None))
+            .where(outbox.c.offset.is_not(None))
+            .order_by(outbox.c.id.desc())
+            .limit(1)
+        )
+        if topic is not None:
+            query = query.where(outbox.c.topic == topic).where(
+                outbox.c.created_at >= self._kept_since(self._topics[topic])
+            )
+        else:
+            query = query.where(outbox.c.topic.in_(list(self._topics)))
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else tuple(row)
+
+    async def _publish_again(self, topics: list[str]) -> None:
         outbox = self._outbox
         async with self._engine.begin() as conn:
-            for name in lost:
+            for name in topics:
                 again = await conn.execute(
                     update(outbox)
                     .where(outbox.c.topic == name)
                     .where(outbox.c.published_at.is_not(None))
                     .where(outbox.c.parked_at.is_(None))
                     .where(outbox.c.created_at >= self._kept_since(self._topics[name]))
-                    .values(published_at=None)
+                    .values(published_at=None, partition=None, offset=None)
                 )
                 log.warning(
-                    "the broker holds %d records of %s, %d were published: publishing its %d "
-                    "events again in their original order",
-                    sizes.get(name, 0),
+                    "the broker no longer holds %s as published: publishing its %d events "
+                    "again, in their original order, before anything newer",
                     name,
-                    self._published[name],
                     again.rowcount,
                 )
                 metrics.OUTBOX_REPUBLISHED_TOTAL.labels(name).inc(again.rowcount)
-                self._published[name] = 0
 
     def _kept_since(self, topic: Topic) -> datetime:
         """Records a topic keeps; older ones the broker may have deleted, and so may we."""
         if topic.retention_ms < 0:
             return _EPOCH
         return self._clock.now() - timedelta(milliseconds=topic.retention_ms)
-
-    async def _count_published(self) -> dict[str, int]:
-        outbox = self._outbox
-        counts: dict[str, int] = {}
-        async with self._engine.connect() as conn:
-            for name, topic in self._topics.items():
-                counts[name] = (
-                    await conn.scalar(
-                        select(func.count()).where(
-                            and_(
-                                outbox.c.topic == name,
-                                outbox.c.published_at.is_not(None),
-                                outbox.c.parked_at.is_(None),
-                                outbox.c.created_at >= self._kept_since(topic),
-                            )
-                        )
-                    )
-                    or 0
-                )
-        return counts
 
     async def update_gauges(self) -> None:
         """Pending, oldest pending and parked rows, read from the shared outbox."""

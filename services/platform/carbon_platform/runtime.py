@@ -9,7 +9,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -96,9 +96,6 @@ def make_faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
-        # Static membership when the instance is named: a restart takes its partitions back
-        # without waiting for the group to notice the old member is gone.
-        consumer_group_instance_id=settings.instance_id,
         consumer_max_fetch_size=catalogue().max_message_bytes,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         broker_session_timeout=settings.kafka_session_timeout_s,
@@ -204,9 +201,9 @@ class HttpService(Service):
 
 
 class BrokerProbe:
-    """Asks the broker every few seconds how many records the service's topics hold: proof
-    that it is there (readiness, `carbon_broker_up`), and what the relay compares its published
-    history with. A broker that does not answer in time is down for this instance."""
+    """Asks the broker for its metadata every few seconds: proof that it is there (readiness,
+    `carbon_broker_up`); a broker that does not answer in time is down for this instance. Also
+    reads single records for the relay, which checks the broker still holds what it published."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -243,6 +240,8 @@ class BrokerProbe:
             client = AIOKafkaConsumer(
                 bootstrap_servers=self._settings.kafka_bootstrap,
                 enable_auto_commit=False,
+                fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=catalogue().max_message_bytes,
                 request_timeout_ms=int(self._settings.broker_probe_timeout_s * 1000),
                 **client_options(self._settings),
             )
@@ -260,21 +259,23 @@ class BrokerProbe:
             with contextlib.suppress(Exception):
                 await client.stop()
 
-    async def topic_sizes(self, names: Sequence[str]) -> Mapping[str, int]:
-        """Records on each topic (end offsets summed); a topic the broker lacks holds 0."""
+    async def record_at(self, topic: str, partition: int, offset: int) -> str | None:
+        """The ce_id of the record the broker holds at this position, or None when it holds
+        none there (a new broker, a topic created again) or does not answer in time."""
         client = await self._connected()
-        existing = await client.topics()
-        partitions = [
-            TopicPartition(name, partition)
-            for name in names
-            if name in existing
-            for partition in sorted(client.partitions_for_topic(name) or ())
-        ]
-        ends = await client.end_offsets(partitions) if partitions else {}
-        sizes = dict.fromkeys(names, 0)
-        for tp, end in ends.items():
-            sizes[tp.topic] += end
-        return sizes
+        if partition not in (client.partitions_for_topic(topic) or ()):
+            await client.topics()  # metadata may be stale: ask once
+            if partition not in (client.partitions_for_topic(topic) or ()):
+                return None
+        tp = TopicPartition(topic, partition)
+        client.assign([tp])
+        client.seek(tp, offset)
+        wait_ms = int(self._settings.broker_probe_timeout_s * 1000)
+        found = await client.getmany(tp, timeout_ms=wait_ms, max_records=1)
+        for record in found.get(tp, []):
+            if record.offset == offset:
+                return dict(record.headers).get("ce_id", b"").decode(errors="replace")
+        return None
 
     async def stop(self) -> None:
         await self._close()
@@ -375,7 +376,7 @@ def run_service(definition: ServiceDefinition) -> None:
         clock=clock,
         instance=settings.instance,
         topics=owned,
-        topic_sizes=probe.topic_sizes,
+        record_at=probe.record_at,
         ensure_topics=ensure_owned_topics,
         lease_s=settings.outbox_lease_s,
     )

@@ -40,9 +40,12 @@ class Settings(BaseSettings):
     policy_file: Path = Field(default_factory=default_policy_path)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
-    # Consumer group tuning: a group join waits up to the rebalance timeout for members.
+    # Consumer group tuning: a group join waits up to the rebalance timeout for members; Tansu
+    # holds a new group's first join for half the session timeout, and a member that died keeps
+    # its partitions until its session times out, so the session is short (heartbeats run in
+    # the consumer's own thread).
     kafka_rebalance_timeout_s: float = Field(default=3.0, gt=0)
-    kafka_session_timeout_s: float = Field(default=10.0, gt=0)
+    kafka_session_timeout_s: float = Field(default=6.0, gt=0)
     # Longest a consumer's fetch may wait at the broker for new records (latency bound).
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5000)
     # Records a poll hands the worker, taken up in one database transaction.
@@ -55,9 +58,9 @@ class Settings(BaseSettings):
     outbox_stall_s: float = Field(default=60.0, gt=0)
     bug_retry_attempts: int = Field(default=3, ge=1)
     transient_backoff_max_s: float = Field(default=5.0, gt=0)
-    # This process among the service's instances (outbox lease holder). When set, also its
-    # static consumer-group membership, so a restarted instance takes its partitions back at
-    # once; two running instances must never share one.
+    # This process among the service's instances, as the holder of the outbox lease: a
+    # restarted instance with the same id takes its lease back at once. Two running instances
+    # must never share one (default: host name and process id).
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     # One instance's relay publishes the outbox; another takes over once this lease lapses.
     outbox_lease_s: float = Field(default=10.0, ge=1)

@@ -95,6 +95,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("headers", Text, nullable=False),  # JSON list of [name, base64 value]
         Column("created_at", UtcDateTime(), nullable=False),
         Column("published_at", UtcDateTime(), nullable=True),
+        # Where the broker put it: the relay checks the broker still holds what it published.
+        Column("partition", Integer, nullable=True),
+        Column("offset", BigInteger, nullable=True),
         # A row the broker can never take (too large) is set aside, so it blocks nothing.
         Column("parked_at", UtcDateTime(), nullable=True),
         Column("park_reason", String(500), nullable=True),
