@@ -1,8 +1,8 @@
 """Consuming records: decode -> inbox -> handler -> outbox, a poll batch in one transaction.
 
 Each record of a batch keeps its own outcome: a duplicate is skipped (insert-first inbox), a
-rejection rolls back only its own savepoint, poison and oversized records are dead-lettered, and
-all of it commits once. Should anything else go wrong (a bug in a handler, the database gone), the
+rejection undoes only that event's work, poison and oversized records are dead-lettered, and all
+of it commits once. Should anything else go wrong (a bug in a handler, the database gone), the
 batch rolls back whole and its records are taken one at a time: transient failures retry in place
 with capped backoff, a bug is retried a few times and then dead-lettered with its traceback.
 
@@ -50,6 +50,10 @@ _LETTER_OVERHEAD = 8 * 1024
 # What a reference letter keeps of a record too large to dead-letter whole.
 _PREFIX_BYTES = 1024
 _HEADER_BYTES = 16 * 1024
+
+
+class _NeedsIsolation(Exception):
+    """A handler rejected its event in a pass without savepoints: take the batch again."""
 
 
 class _GaveUp(Exception):
@@ -105,9 +109,14 @@ class EventConsumer:
         """Take a poll batch to its outcomes, in one transaction when all goes well. Never
         raises, except when cancelled: then nothing of the batch has been committed."""
         started = time.perf_counter()
+        metrics.CONSUMED_BATCH_SIZE.observe(len(raws))
         works = [self._triage(raw) for raw in raws]
         try:
-            await self._apply(works)
+            try:
+                await self._apply(works, isolated=False)
+            except _NeedsIsolation:  # taken again, each event in a savepoint of its own
+                works = [self._triage(raw) for raw in raws]
+                await self._apply(works, isolated=True)
             self.transient_failure = False
         except asyncio.CancelledError:
             raise
@@ -167,7 +176,7 @@ class EventConsumer:
         while True:
             if error is None:
                 try:
-                    (done,) = await self._apply([work or self._triage(raw)])
+                    (done,) = await self._apply([work or self._triage(raw)], isolated=True)
                     self.transient_failure = False
                     return done
                 except asyncio.CancelledError:
@@ -189,9 +198,11 @@ class EventConsumer:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._context.settings.transient_backoff_max_s)
 
-    async def _apply(self, works: list[_Work]) -> list[_Work]:
-        """One transaction: inbox rows first (a duplicate inserts none), each event's handler in
-        a savepoint of its own, then the outbox rows of everything the batch caused."""
+    async def _apply(self, works: list[_Work], *, isolated: bool) -> list[_Work]:
+        """One transaction: inbox rows first (a duplicate inserts none), each event's handler,
+        then the outbox rows of everything the batch caused. Rejections are rare, so a first
+        pass runs the handlers as they are; a rejection then rolls the pass back, and the
+        `isolated` pass runs each handler in a savepoint, which a rejection rolls back alone."""
         context = self._context
         todo = [work for work in works if not work.outcome]
         if not todo:
@@ -223,10 +234,14 @@ class EventConsumer:
                 assert work.event is not None and work.handler is not None
                 work.unit = context.unit_of_work(conn, now=now, caused_by=work.event)
                 try:
-                    # A savepoint, so a rejection leaves nothing of the handler's half-done work.
-                    async with conn.begin_nested():
+                    if isolated:
+                        async with conn.begin_nested():
+                            await work.handler(work.unit, work.event)
+                    else:
                         await work.handler(work.unit, work.event)
                 except Rejection as rejection:
+                    if not isolated:
+                        raise _NeedsIsolation from rejection
                     work.unit.discard()
                     work.rejection = rejection
                     work.outcome = "rejected"

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Executable, Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from carbon_platform.settings import Settings
+from carbon_platform.sqlite import connector
 
 
-def upsert(conn: AsyncConnection, table: Table) -> Any:
-    """INSERT with ON CONFLICT clauses, in the connection's dialect (PostgreSQL or SQLite)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return insert(table)
+class Upsert:
+    """An INSERT ... ON CONFLICT, which each dialect (PostgreSQL, SQLite) spells its own way,
+    built once for each: `build` gets the dialect's `insert` and returns the statement; rows go
+    in as execution parameters. (Executing a prepared statement costs a third of building one.)
+    """
+
+    def __init__(self, build: Callable[[Callable[[Table], Any]], Executable]) -> None:
+        self._by_dialect = {"postgresql": build(pg_insert), "sqlite": build(sqlite_insert)}
+
+    def on(self, conn: AsyncConnection) -> Executable:
+        return self._by_dialect[conn.dialect.name]
 
 
 def is_sqlite(url: str) -> bool:
@@ -26,11 +36,12 @@ def is_sqlite(url: str) -> bool:
 def make_engine(settings: Settings) -> AsyncEngine:
     url = settings.resolved_database_url()
     if is_sqlite(url):
+        path = make_url(url).database or ":memory:"
         # An in-memory database (unit tests) lives as long as its one connection.
-        memory = {"poolclass": StaticPool} if url.rstrip("/").endswith((":memory:", ":")) else {}
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **memory)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        memory = {"poolclass": StaticPool} if path == ":memory:" else {}
+        engine = create_async_engine(url, async_creator=connector(path, timeout=30), **memory)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", sqlite_begin)
         return engine
     return create_async_engine(
         url,
@@ -41,7 +52,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
     # SAVEPOINTs work (SQLAlchemy's documented pysqlite/aiosqlite recipe).
     dbapi_connection.isolation_level = None
@@ -52,7 +63,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(conn: Any) -> None:
+def sqlite_begin(conn: Any) -> None:
     # Take the write lock up front: a deferred transaction that later writes fails at once with
     # SQLITE_BUSY instead of waiting when another connection wrote meanwhile.
     conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_platform.codec import RawMessage
-from carbon_platform.db import upsert
+from carbon_platform.db import Upsert
 
 Delivery = tuple[str, str, RawMessage, str]
 """(inbox id, event type, the record, outcome)."""
@@ -27,13 +28,8 @@ async def record_first_deliveries(
     delivery seen before, by this or another instance, inserts nothing)."""
     if not deliveries:
         return set()
-    statement = (
-        upsert(conn, inbox)
-        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-        .returning(inbox.c.event_id)
-    )
     inserted = await conn.execute(
-        statement,
+        _first_deliveries(inbox).on(conn),
         [
             {
                 "consumer": consumer,
@@ -49,3 +45,14 @@ async def record_first_deliveries(
         ],
     )
     return {row.event_id for row in inserted}
+
+
+@cache
+def _first_deliveries(inbox: Table) -> Upsert:
+    return Upsert(
+        lambda insert: (
+            insert(inbox)
+            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+            .returning(inbox.c.event_id)
+        )
+    )

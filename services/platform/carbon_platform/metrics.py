@@ -15,6 +15,11 @@ EVENT_HANDLE_SECONDS = Histogram(
     ["topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+CONSUMED_BATCH_SIZE = Histogram(
+    "carbon_consumed_batch_records",
+    "Records a worker took up in one transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 EVENTS_PUBLISHED = Counter(
     "carbon_events_published_total", "Events the outbox relay published", ["topic", "type"]
 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Boolean,
     CheckConstraint,
     Column,
@@ -26,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict
-from carbon_platform.db import upsert
+from carbon_platform.db import Upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
 metadata = MetaData()
@@ -148,19 +150,82 @@ roster_import_rows = Table(
 )
 
 
+def _entity(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(entities)
+    return statement.on_conflict_do_update(
+        index_elements=["credit_code"],
+        set_={name: statement.excluded[name] for name in ("name", "district", "sector")},
+    )
+
+
+def _credit(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(holdings)
+    return statement.on_conflict_do_update(
+        index_elements=["credit_code", "vintage"],
+        set_={"balance": holdings.c.balance + statement.excluded.balance},
+    )
+
+
+# Built once: executing a prepared statement with parameters costs a third of building one.
+_CODE: BindParameter[str] = bindparam("code")
+_YEAR: BindParameter[int] = bindparam("year")
+_ENTITY = select(entities).where(entities.c.credit_code == _CODE)
+_UPSERT_ENTITY = Upsert(_entity)
+_ROSTERED = (
+    select(roster.c.credit_code)
+    .where(roster.c.credit_code == _CODE)
+    .where(roster.c.compliance_year == _YEAR)
+)
+_ROSTER = roster.insert()
+_ACCOUNT = select(accounts).where(accounts.c.credit_code == _CODE)
+_OPEN_ACCOUNT = accounts.insert()
+_HOLDINGS = (
+    select(holdings.c.vintage, holdings.c.balance)
+    .where(holdings.c.credit_code == _CODE)
+    .order_by(holdings.c.vintage)
+)
+_CREDIT = Upsert(_credit)
+_DEBIT = (
+    update(holdings)
+    .where(holdings.c.credit_code == _CODE)
+    .where(holdings.c.vintage == bindparam("vintage_"))
+    .where(holdings.c.balance >= bindparam("debit"))  # never below zero
+    .values(balance=holdings.c.balance - bindparam("debit"))
+)
+_JOURNAL = journal.insert()
+_ISSUE = allocations.insert()
+_ALLOCATION = (
+    select(allocations)
+    .where(allocations.c.credit_code == _CODE)
+    .where(allocations.c.compliance_year == _YEAR)
+    .where(allocations.c.kind == bindparam("kind_"))
+)
+_OBLIGATION = (
+    select(obligations)
+    .where(obligations.c.credit_code == _CODE)
+    .where(obligations.c.compliance_year == _YEAR)
+)
+_OBLIGATIONS = (
+    select(obligations)
+    .where(obligations.c.credit_code == _CODE)
+    .order_by(obligations.c.compliance_year)
+)
+_CREATE_OBLIGATION = obligations.insert()
+_SURRENDERED = (
+    update(obligations)
+    .where(obligations.c.credit_code == _CODE)
+    .where(obligations.c.compliance_year == _YEAR)
+    .values(surrendered=obligations.c.surrendered + bindparam("amount"))
+)
+
+
 async def get_entity(conn: AsyncConnection, *, credit_code: str) -> Any:
-    return (
-        await conn.execute(select(entities).where(entities.c.credit_code == credit_code))
-    ).first()
+    return (await conn.execute(_ENTITY, {"code": credit_code})).first()
 
 
 async def is_rostered(conn: AsyncConnection, *, credit_code: str, compliance_year: int) -> bool:
-    row = await conn.execute(
-        select(roster.c.credit_code)
-        .where(roster.c.credit_code == credit_code)
-        .where(roster.c.compliance_year == compliance_year)
-    )
-    return row.first() is not None
+    found = await conn.execute(_ROSTERED, {"code": credit_code, "year": compliance_year})
+    return found.first() is not None
 
 
 async def register(
@@ -174,42 +239,42 @@ async def register(
     new_entrant: bool,
     at: datetime,
 ) -> None:
-    values = {"name": name, "district": district, "sector": sector}
+    """The entity (its name, district and sector updated if known) and its roster entry."""
     await conn.execute(
-        upsert(conn, entities)
-        .values(credit_code=credit_code, registered_at=at, **values)
-        .on_conflict_do_update(index_elements=["credit_code"], set_=values)
+        _UPSERT_ENTITY.on(conn),
+        {
+            "credit_code": credit_code,
+            "name": name,
+            "district": district,
+            "sector": sector,
+            "registered_at": at,
+        },
     )
     await conn.execute(
-        roster.insert().values(
-            credit_code=credit_code,
-            compliance_year=compliance_year,
-            new_entrant=new_entrant,
-            registered_at=at,
-        )
+        _ROSTER,
+        {
+            "credit_code": credit_code,
+            "compliance_year": compliance_year,
+            "new_entrant": new_entrant,
+            "registered_at": at,
+        },
     )
 
 
 async def get_account(conn: AsyncConnection, *, credit_code: str) -> Any:
-    return (
-        await conn.execute(select(accounts).where(accounts.c.credit_code == credit_code))
-    ).first()
+    return (await conn.execute(_ACCOUNT, {"code": credit_code})).first()
 
 
 async def open_account(
     conn: AsyncConnection, *, account_id: str, credit_code: str, at: datetime
 ) -> None:
     await conn.execute(
-        accounts.insert().values(account_id=account_id, credit_code=credit_code, opened_at=at)
+        _OPEN_ACCOUNT, {"account_id": account_id, "credit_code": credit_code, "opened_at": at}
     )
 
 
 async def get_holdings(conn: AsyncConnection, *, credit_code: str) -> dict[int, int]:
-    rows = await conn.execute(
-        select(holdings.c.vintage, holdings.c.balance)
-        .where(holdings.c.credit_code == credit_code)
-        .order_by(holdings.c.vintage)
-    )
+    rows = await conn.execute(_HOLDINGS, {"code": credit_code})
     return {row.vintage: row.balance for row in rows}
 
 
@@ -227,34 +292,26 @@ async def move_allowances(
     A debit never takes a balance below zero (and the check constraint backs that up)."""
     if amount > 0:
         await conn.execute(
-            upsert(conn, holdings)
-            .values(credit_code=credit_code, vintage=vintage, balance=amount)
-            .on_conflict_do_update(
-                index_elements=["credit_code", "vintage"],
-                set_={"balance": holdings.c.balance + amount},
-            )
+            _CREDIT.on(conn), {"credit_code": credit_code, "vintage": vintage, "balance": amount}
         )
     else:
         debited = await conn.execute(
-            update(holdings)
-            .where(holdings.c.credit_code == credit_code)
-            .where(holdings.c.vintage == vintage)
-            .where(holdings.c.balance >= -amount)
-            .values(balance=holdings.c.balance + amount)
+            _DEBIT, {"code": credit_code, "vintage_": vintage, "debit": -amount}
         )
         if debited.rowcount != 1:
             raise Conflict(
                 "insufficient_holdings", f"vintage {vintage} holds fewer than {-amount} allowances"
             )
     await conn.execute(
-        journal.insert().values(
-            credit_code=credit_code,
-            vintage=vintage,
-            kind=kind,
-            amount=amount,
-            reference=reference,
-            at=at,
-        )
+        _JOURNAL,
+        {
+            "credit_code": credit_code,
+            "vintage": vintage,
+            "kind": kind,
+            "amount": amount,
+            "reference": reference,
+            "at": at,
+        },
     )
 
 
@@ -272,15 +329,16 @@ async def issue_allowances(
 ) -> None:
     """Record an allocation or pre-allocation for a year and credit that year's vintage."""
     await conn.execute(
-        allocations.insert().values(
-            credit_code=credit_code,
-            compliance_year=compliance_year,
-            kind=kind,
-            method=method,
-            basis_emissions=basis_emissions,
-            allowances=allowances,
-            issued_at=at,
-        )
+        _ISSUE,
+        {
+            "credit_code": credit_code,
+            "compliance_year": compliance_year,
+            "kind": kind,
+            "method": method,
+            "basis_emissions": basis_emissions,
+            "allowances": allowances,
+            "issued_at": at,
+        },
     )
     if allowances:
         await move_allowances(
@@ -297,33 +355,19 @@ async def issue_allowances(
 async def get_allocation(
     conn: AsyncConnection, *, credit_code: str, compliance_year: int, kind: str
 ) -> Any:
-    return (
-        await conn.execute(
-            select(allocations)
-            .where(allocations.c.credit_code == credit_code)
-            .where(allocations.c.compliance_year == compliance_year)
-            .where(allocations.c.kind == kind)
-        )
-    ).first()
+    found = await conn.execute(
+        _ALLOCATION, {"code": credit_code, "year": compliance_year, "kind_": kind}
+    )
+    return found.first()
 
 
 async def get_obligation(conn: AsyncConnection, *, credit_code: str, compliance_year: int) -> Any:
-    return (
-        await conn.execute(
-            select(obligations)
-            .where(obligations.c.credit_code == credit_code)
-            .where(obligations.c.compliance_year == compliance_year)
-        )
-    ).first()
+    found = await conn.execute(_OBLIGATION, {"code": credit_code, "year": compliance_year})
+    return found.first()
 
 
 async def list_obligations(conn: AsyncConnection, *, credit_code: str) -> list[Any]:
-    rows = await conn.execute(
-        select(obligations)
-        .where(obligations.c.credit_code == credit_code)
-        .order_by(obligations.c.compliance_year)
-    )
-    return list(rows)
+    return list(await conn.execute(_OBLIGATIONS, {"code": credit_code}))
 
 
 async def create_obligation(
@@ -336,14 +380,15 @@ async def create_obligation(
     obligation: int,
 ) -> None:
     await conn.execute(
-        obligations.insert().values(
-            credit_code=credit_code,
-            compliance_year=compliance_year,
-            case_id=case_id,
-            verified_emissions=verified_emissions,
-            obligation=obligation,
-            surrendered=0,
-        )
+        _CREATE_OBLIGATION,
+        {
+            "credit_code": credit_code,
+            "compliance_year": compliance_year,
+            "case_id": case_id,
+            "verified_emissions": verified_emissions,
+            "obligation": obligation,
+            "surrendered": 0,
+        },
     )
 
 
@@ -357,14 +402,14 @@ async def add_surrendered(
     on_time: bool | None,
 ) -> None:
     await conn.execute(
-        update(obligations)
-        .where(obligations.c.credit_code == credit_code)
-        .where(obligations.c.compliance_year == compliance_year)
-        .values(
-            surrendered=obligations.c.surrendered + amount,
-            completed_at=completed_at,
-            on_time=on_time,
-        )
+        _SURRENDERED,
+        {
+            "code": credit_code,
+            "year": compliance_year,
+            "amount": amount,
+            "completed_at": completed_at,
+            "on_time": on_time,
+        },
     )
 
 

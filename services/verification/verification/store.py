@@ -6,7 +6,17 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
@@ -55,8 +65,25 @@ def to_case(row: Any) -> Case:
     )
 
 
+# Built once: executing a prepared statement with parameters costs a third of building one.
+_CASE = select(cases).where(cases.c.case_id == bindparam("key"))
+_OPEN = cases.insert()
+_ASSIGN = (
+    update(cases)
+    .where(cases.c.case_id == bindparam("key"))
+    .where(cases.c.status != "approved")  # an approved case is never reopened
+)
+_APPROVE = (
+    update(cases)
+    .where(cases.c.case_id == bindparam("key"))
+    # Never approve twice, nor for an agency the case was reassigned away from meanwhile.
+    .where(cases.c.status == "assigned")
+    .where(cases.c.agency_id == bindparam("assigned_agency"))
+)
+
+
 async def get_case(conn: AsyncConnection, *, case_id: str) -> Any:
-    return (await conn.execute(select(cases).where(cases.c.case_id == case_id))).first()
+    return (await conn.execute(_CASE, {"key": case_id})).first()
 
 
 async def list_cases(
@@ -78,25 +105,29 @@ async def list_cases(
 
 async def open_case(conn: AsyncConnection, *, case: Case, at: datetime) -> None:
     await conn.execute(
-        cases.insert().values(
-            case_id=str(case.case_id),
-            report_id=str(case.report_id),
-            credit_code=case.credit_code,
-            compliance_year=case.compliance_year,
-            reported_emissions=case.reported_emissions,
-            status=case.status,
-            opened_at=at,
-        )
+        _OPEN,
+        {
+            "case_id": str(case.case_id),
+            "report_id": str(case.report_id),
+            "credit_code": case.credit_code,
+            "compliance_year": case.compliance_year,
+            "reported_emissions": case.reported_emissions,
+            "status": case.status,
+            "opened_at": at,
+        },
     )
 
 
 async def save_assignment(conn: AsyncConnection, *, case: Case, at: datetime) -> bool:
-    """False when the case was approved meanwhile (an approved case is never reopened)."""
+    """False when the case was approved meanwhile."""
     result = await conn.execute(
-        update(cases)
-        .where(cases.c.case_id == str(case.case_id))
-        .where(cases.c.status != "approved")
-        .values(status=case.status, agency_id=case.agency_id, assigned_at=at)
+        _ASSIGN,
+        {
+            "key": str(case.case_id),
+            "status": case.status,
+            "agency_id": case.agency_id,
+            "assigned_at": at,
+        },
     )
     return result.rowcount == 1
 
@@ -104,16 +135,14 @@ async def save_assignment(conn: AsyncConnection, *, case: Case, at: datetime) ->
 async def save_approval(conn: AsyncConnection, *, case: Case, by: str, at: datetime) -> bool:
     """False when the case was no longer awaiting approval (a concurrent approval won)."""
     result = await conn.execute(
-        update(cases)
-        .where(cases.c.case_id == str(case.case_id))
-        # Never approve twice, nor for an agency the case was reassigned away from meanwhile.
-        .where(cases.c.status == "assigned")
-        .where(cases.c.agency_id == case.agency_id)
-        .values(
-            status=case.status,
-            verified_emissions=case.verified_emissions,
-            approved_at=at,
-            approved_by=by,
-        )
+        _APPROVE,
+        {
+            "key": str(case.case_id),
+            "assigned_agency": case.agency_id,
+            "status": case.status,
+            "verified_emissions": case.verified_emissions,
+            "approved_at": at,
+            "approved_by": by,
+        },
     )
     return result.rowcount == 1
