@@ -83,7 +83,8 @@ class AccessPolicy:
 
     def _refusal(self, principal: Principal, action: str) -> str:
         who = " or ".join(_WHO[relation] for relation in sorted(self.actions[action]))
-        return f"a {principal.role} may not {action.replace('_', ' ')} this {self.kind}; {who} may"
+        what = f"{action.replace('_', ' ')} this {self.kind}"
+        return f"the {principal.role} role may not {what}; {who} may"
 
 
 _WHO: Mapping[Relation, str] = {

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon_contracts.errors import ErrorResponse, Rejection
 from carbon_platform import metrics
+from carbon_platform.auth import current_principal
 from carbon_platform.context import ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -59,16 +62,22 @@ class Readiness(BaseModel):
     checks: dict[str, bool]
 
 
-def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAPI:
+def create_api(
+    definition: ServiceDefinition,
+    context: ServiceContext,
+    operations: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The service's API: its routers and the platform's `operations` routers (dead letters)."""
     api = FastAPI(
         title=definition.title or f"carbon {definition.name}",
         version="2.0.0",
-        # Every route may be refused for a missing token, a bad body or an oversized body.
-        responses=refusals(401, 413, 422),
+        # Every route may be refused for a malformed or oversized request.
+        responses=refusals(413, 422),
     )
     api.state.context = context
     api.state.readiness_checks = []
-    for router in definition.routers:
+    for router in (*definition.routers, *operations):
+        _document_unauthorised(router)
         api.include_router(router)
 
     @api.exception_handler(Rejection)
@@ -101,7 +110,11 @@ def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAP
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @api.get("/health/ready", tags=["health"], responses={503: {"model": Readiness}})
+    @api.get(
+        "/health/ready",
+        tags=["health"],
+        responses={200: {"model": Readiness}, 503: {"model": Readiness}},
+    )
     async def ready() -> JSONResponse:
         """200 when this instance can do its work; 503 names the failing checks."""
         checks = {"database": await _database_ok(context)}
@@ -121,6 +134,19 @@ def create_api(definition: ServiceDefinition, context: ServiceContext) -> FastAP
         limits=definition.body_limits,
     )
     return api
+
+
+def _document_unauthorised(router: APIRouter) -> None:
+    """Every route that needs a bearer token documents its 401."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and _needs_token(route.dependant):
+            route.responses.setdefault(401, refusals(401)[401])
+
+
+def _needs_token(dependant: Dependant) -> bool:
+    return dependant.call is current_principal or any(
+        _needs_token(sub) for sub in dependant.dependencies
+    )
 
 
 class _Edge:

@@ -401,11 +401,12 @@ def run_service(definition: ServiceDefinition) -> None:
             and (not relay.leader or relay.oldest_pending_age < settings.outbox_stall_s),
         }
 
-    api = create_api(definition, context)
-    api.state.readiness_checks.append(stream_checks)
-    api.include_router(
-        dead_letter_router(settings=settings, service=definition.name, consumer=consumer)
+    api = create_api(
+        definition,
+        context,
+        [dead_letter_router(settings=settings, service=definition.name, consumer=consumer)],
     )
+    api.state.readiness_checks.append(stream_checks)
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
     side = SideService(
         [

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from carbon_contracts.errors import NotFound
 from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
-from carbon_platform.auth import Principal
+from carbon_platform.auth import Principal, current_principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
 from registry import commands, store
@@ -35,8 +35,9 @@ ROSTER_UPLOAD_BYTES = 64 * 1024 * 1024
 """A roster CSV may be this large (the platform's default body limit is far smaller)."""
 
 
-def entity_code(credit_code: str) -> str:
-    """The path's credit code, validated (GB 32100 check characters included) and normalised."""
+def entity_code(credit_code: str, _: Annotated[Principal, Depends(current_principal)]) -> str:
+    """The path's credit code, validated (GB 32100 check characters included) and normalised;
+    after the caller's token, so that no token is 401 whatever the path."""
     return checked_credit_code(credit_code)
 
 

@@ -276,25 +276,10 @@ async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
     """Take a roster CSV and keep each data row as pending; rows are registered in the
     background, each with its own result. The file itself must be sound: its header names the
     columns, and it has at least one and at most ROSTER_MAX_ROWS rows."""
-    reader = csv.DictReader(io.StringIO(upload.text.lstrip("\ufeff")), restkey="_extra")
-    header = [name.strip() for name in reader.fieldnames or []]
-    missing = [name for name in ROSTER_COLUMNS if name not in header]
-    unknown = [name for name in header if name not in (*ROSTER_COLUMNS, *ROSTER_OPTIONAL)]
-    if missing or unknown:
-        raise Invalid(
-            "invalid_csv",
-            f"the header must name {', '.join(ROSTER_COLUMNS)} (and may name new_entrant); "
-            f"missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'}",
-        )
-    reader.fieldnames = header
-    rows: list[tuple[int, str, dict[str, str]]] = []
-    for fields in reader:
-        if len(rows) >= ROSTER_MAX_ROWS:
-            raise Invalid("invalid_csv", f"more than {ROSTER_MAX_ROWS} rows; split the file")
-        values = {k: (v or "").strip() for k, v in fields.items() if isinstance(v, str)}
-        if "_extra" in fields:
-            values["_extra"] = ",".join(fields["_extra"])
-        rows.append((reader.line_num, values.get("credit_code", ""), values))
+    try:
+        rows = _roster_rows(upload.text)
+    except csv.Error as error:
+        raise Invalid("invalid_csv", f"not a readable CSV file: {error}") from None
     if not rows:
         raise Invalid("invalid_csv", "the file has a header but no rows")
     import_id = str(uuid.uuid4())
@@ -311,6 +296,32 @@ async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
         uploaded_at=uow.now,
         finished_at=None,
     )
+
+
+def _roster_rows(text: str) -> list[tuple[int, str, dict[str, str]]]:
+    """(line, credit code as written, fields) of each data row; a sound header first."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey="_extra")
+    header = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in ROSTER_COLUMNS if name not in header]
+    unknown = [name for name in header if name not in (*ROSTER_COLUMNS, *ROSTER_OPTIONAL)]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if missing or unknown or repeated:
+        raise Invalid(
+            "invalid_csv",
+            f"the header must name {', '.join(ROSTER_COLUMNS)} once each (and may name "
+            f"new_entrant); missing: {', '.join(missing) or '-'}; unknown: "
+            f"{', '.join(unknown) or '-'}; repeated: {', '.join(repeated) or '-'}",
+        )
+    reader.fieldnames = header
+    rows: list[tuple[int, str, dict[str, str]]] = []
+    for fields in reader:
+        if len(rows) >= ROSTER_MAX_ROWS:
+            raise Invalid("invalid_csv", f"more than {ROSTER_MAX_ROWS} rows; split the file")
+        values = {k: v.strip() for k, v in fields.items() if isinstance(v, str)}
+        if "_extra" in fields:
+            values["_extra"] = ",".join(fields["_extra"])
+        rows.append((reader.line_num, values.get("credit_code", ""), values))
+    return rows
 
 
 async def register_pending_rows(uow: UnitOfWork, limit: int) -> int:
@@ -343,6 +354,9 @@ def _registration(fields_json: str) -> Registration:
     fields = json.loads(fields_json)
     if "_extra" in fields:
         raise Invalid("invalid_row", f"more values than columns: {fields['_extra'][:100]}")
+    absent = [name for name in ROSTER_COLUMNS if name not in fields]
+    if absent:
+        raise Invalid("invalid_row", f"fewer values than columns: no {', '.join(absent)}")
     try:
         year = int(fields["compliance_year"])
     except ValueError:

@@ -443,16 +443,17 @@ async def add_roster_import(
 
 
 async def claim_pending_rows(conn: AsyncConnection, *, limit: int) -> list[Any]:
-    """The oldest pending rows of any upload; on PostgreSQL locked for this transaction and
-    skipped by other instances' (SQLite serialises writers anyway)."""
+    """The oldest pending rows, uploads in the order they arrived; on PostgreSQL locked for
+    this transaction and skipped by other instances' (SQLite serialises writers anyway)."""
     rows = roster_import_rows
     return list(
         await conn.execute(
             select(rows.c.import_id, rows.c.line, rows.c.fields)
+            .join(roster_imports, roster_imports.c.import_id == rows.c.import_id)
             .where(rows.c.status == "pending")
-            .order_by(rows.c.import_id, rows.c.line)
+            .order_by(roster_imports.c.uploaded_at, rows.c.import_id, rows.c.line)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=rows, skip_locked=True)
         )
     )
 
@@ -470,8 +471,8 @@ async def record_row_results(conn: AsyncConnection, *, results: list[dict[str, A
                 "b_import_id": r["import_id"],
                 "b_line": r["line"],
                 "status": r["status"],
-                "code": r["code"],
-                "message": r["message"],
+                "code": r["code"] and r["code"][:64],
+                "message": r["message"] and r["message"][:1000],
                 "event_id": r["event_id"],
             }
             for r in results

@@ -1,0 +1,639 @@
+"""Who may call which route, in process: each service's API on its in-memory database, driven by
+httpx on the test's event loop. The role gate (401, 403) comes before any lookup; an entity
+acting for another credit code is refused before the lookup too; resources and listings are
+then checked against the caller's entity, district or agency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from carbon_contracts.events import (
+    AccountOpened,
+    EntityRegistered,
+    ReportLine,
+    ReportSubmitted,
+    VerificationApproved,
+)
+from carbon_platform.auth import issue_token
+from carbon_platform.settings import Settings
+from notifier.service import SERVICE as NOTIFIER
+from registry import commands as registry_commands
+from registry.domain.credit_code import make_credit_code
+from registry.schemas import OpenAccount, Registration
+from registry.service import SERVICE as REGISTRY
+from reporting import commands as reporting_commands
+from reporting.schemas import ActivityInput, SubmitReport
+from reporting.service import SERVICE as REPORTING
+from tests.unit.support import Harness, harness
+from verification import commands as verification_commands
+from verification.domain.case import case_id_for
+from verification.schemas import AssignCase
+from verification.service import SERVICE as VERIFICATION
+
+CODE, OTHER = make_credit_code(1), make_credit_code(2)
+UNKNOWN = make_credit_code(3)
+DISTRICT, OTHER_DISTRICT = "pudong", "minhang"
+AGENCY, OTHER_AGENCY = "sh-verify-01", "sh-verify-02"
+A_UUID = "5c1c3a0e-8d7e-4f35-9a51-0f3b2b8c9d10"
+
+CALLERS: dict[str, tuple[Any, dict[str, str]]] = {
+    "bureau": ("regulator", {}),
+    "entity": ("entity", {"credit_code": CODE}),
+    "other entity": ("entity", {"credit_code": OTHER}),
+    "district": ("district", {"district": DISTRICT}),
+    "other district": ("district", {"district": OTHER_DISTRICT}),
+    "agency": ("verifier", {"agency": AGENCY}),
+    "other agency": ("verifier", {"agency": OTHER_AGENCY}),
+}
+SERVICES = {
+    "registry": REGISTRY,
+    "reporting": REPORTING,
+    "verification": VERIFICATION,
+    "notifier": NOTIFIER,
+}
+ROLE_OF = {"bureau": "regulator", "entity": "entity", "district": "district", "agency": "verifier"}
+
+
+def as_(service: Harness, caller: str) -> dict[str, str]:
+    role, binding = CALLERS[caller]
+    return service.token(role, **binding)
+
+
+@dataclass(frozen=True)
+class Route:
+    service: str
+    method: str
+    path: str
+    allowed: frozenset[str]  # roles past the gate
+    body: dict[str, Any] | None = None
+    csv: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+REPORT_BODY = {"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1000"}]}
+ROUTES = [
+    Route(
+        "registry",
+        "POST",
+        "/entities",
+        frozenset({"regulator"}),
+        body={
+            "credit_code": CODE,
+            "name": "Example",
+            "district": DISTRICT,
+            "sector": "power",
+            "compliance_year": 2024,
+        },
+    ),
+    Route("registry", "POST", f"/entities/{CODE}/account", frozenset({"regulator", "entity"})),
+    Route(
+        "registry",
+        "POST",
+        f"/entities/{CODE}/surrenders",
+        frozenset({"entity"}),
+        body={"compliance_year": 2024, "allowances": 1},
+    ),
+    Route("registry", "GET", f"/entities/{CODE}", frozenset({"regulator", "entity", "district"})),
+    Route(
+        "registry",
+        "POST",
+        "/roster/imports",
+        frozenset({"regulator"}),
+        csv=f"credit_code,name,district,sector,compliance_year\n{CODE},A,pudong,power,2024\n",
+    ),
+    Route("registry", "GET", f"/roster/imports/{A_UUID}", frozenset({"regulator"})),
+    Route("registry", "GET", f"/roster/imports/{A_UUID}/rows", frozenset({"regulator"})),
+    Route("reporting", "POST", "/reports", frozenset({"entity"}), body=REPORT_BODY),
+    Route("reporting", "GET", "/reports", frozenset({"regulator", "entity", "district"})),
+    Route("reporting", "GET", f"/reports/{A_UUID}", frozenset({"regulator", "entity", "district"})),
+    Route("verification", "GET", "/cases", frozenset({"regulator", "entity", "verifier"})),
+    Route(
+        "verification", "GET", f"/cases/{A_UUID}", frozenset({"regulator", "entity", "verifier"})
+    ),
+    Route(
+        "verification",
+        "POST",
+        f"/cases/{A_UUID}/assign",
+        frozenset({"regulator"}),
+        body={"agency_id": AGENCY},
+    ),
+    Route(
+        "verification",
+        "POST",
+        f"/cases/{A_UUID}/approve",
+        frozenset({"verifier"}),
+        body={"verified_emissions": "1.000"},
+    ),
+    Route("notifier", "GET", "/notifications", frozenset({"regulator", "entity", "district"})),
+]
+REFUSED_ROLES = [
+    (route, caller)
+    for route in ROUTES
+    for caller in ("bureau", "entity", "district", "agency")
+    if ROLE_OF[caller] not in route.allowed
+]
+
+
+async def call(
+    service: Harness, route: Route, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    async with service.client() as client:
+        if route.csv is not None:
+            return await client.request(
+                route.method,
+                route.path,
+                content=route.csv.encode(),
+                headers={**(headers or {}), "content-type": "text/csv"},
+            )
+        return await client.request(route.method, route.path, json=route.body, headers=headers)
+
+
+def error_code(response: httpx.Response) -> str:
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+# --- the role gate, route by route ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+async def test_no_token_is_401(route: Route) -> None:
+    async with harness(SERVICES[route.service]) as service:
+        response = await call(service, route)
+    assert response.status_code == 401, response.text
+    assert error_code(response) == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+async def test_a_token_signed_with_another_key_is_401(
+    route: Route,
+) -> None:
+    async with harness(SERVICES[route.service]) as service:
+        forged = issue_token(
+            Settings(jwt_secret="another-secret-" + "z" * 32),
+            role="regulator",
+            subject="forger",
+            now=datetime.now(UTC),
+        )
+        response = await call(service, route, {"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert "invalid token" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("route", "caller"), REFUSED_ROLES, ids=[f"{r} as {c}" for r, c in REFUSED_ROLES]
+)
+async def test_a_role_the_route_does_not_grant_is_403(route: Route, caller: str) -> None:
+    async with harness(SERVICES[route.service]) as service:
+        response = await call(service, route, as_(service, caller))
+    assert response.status_code == 403, response.text
+    assert error_code(response) == "forbidden"
+
+
+async def test_public_routes_need_no_token(reporting: Harness) -> None:
+    async with reporting.client() as client:
+        factors = await client.get("/factors")
+        live = await client.get("/health/live")
+    assert factors.status_code == 200
+    assert factors.json()["version"] == "shanghai-default-2024.1"
+    assert live.json() == {"status": "live"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/entities/NOT-A-CODE"), ("POST", "/entities/NOT-A-CODE/account")]
+)
+async def test_no_token_is_401_even_with_a_malformed_credit_code(
+    registry: Harness, method: str, path: str
+) -> None:
+    async with registry.client() as client:
+        response = await client.request(method, path)
+    assert response.status_code == 401
+
+
+# --- registry: one entity's resources ---------------------------------------------------------
+
+
+async def register(registry: Harness, code: str = CODE, district: str = DISTRICT) -> None:
+    await registry.run(
+        registry_commands.register_entity,
+        Registration(
+            credit_code=code,
+            name=f"Entity {code[-4:]}",
+            district=district,
+            sector="power",
+            compliance_year=2024,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "for_the_bureau"),
+    [
+        ("GET", f"/entities/{UNKNOWN}", None, 404),
+        ("POST", f"/entities/{UNKNOWN}/account", None, 404),
+        # Only the entity itself surrenders: the Bureau is stopped at the role gate.
+        (
+            "POST",
+            f"/entities/{UNKNOWN}/surrenders",
+            {"compliance_year": 2024, "allowances": 1},
+            403,
+        ),
+    ],
+)
+async def test_an_entity_acting_for_another_code_is_403_before_any_404(
+    registry: Harness,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    for_the_bureau: int,
+) -> None:
+    async with registry.client() as client:
+        other = await client.request(method, path, json=body, headers=as_(registry, "entity"))
+        bureau = await client.request(method, path, json=body, headers=as_(registry, "bureau"))
+    assert other.status_code == 403, other.text
+    assert error_code(other) == "forbidden"
+    assert bureau.status_code == for_the_bureau
+
+
+async def test_an_entity_reads_its_own_status_and_not_anothers(registry: Harness) -> None:
+    await register(registry, CODE)
+    await register(registry, OTHER)
+    async with registry.client() as client:
+        own = await client.get(f"/entities/{CODE}", headers=as_(registry, "entity"))
+        other = await client.get(f"/entities/{OTHER}", headers=as_(registry, "entity"))
+        unknown_own = await client.get(
+            f"/entities/{UNKNOWN}", headers=registry.token("entity", credit_code=UNKNOWN)
+        )
+    assert own.status_code == 200
+    assert (own.json()["credit_code"], own.json()["district"]) == (CODE, DISTRICT)
+    assert other.status_code == 403
+    assert unknown_own.status_code == 404
+
+
+async def test_a_district_reads_the_entities_it_supervises_only(registry: Harness) -> None:
+    await register(registry, CODE, DISTRICT)
+    async with registry.client() as client:
+        own = await client.get(f"/entities/{CODE}", headers=as_(registry, "district"))
+        other = await client.get(f"/entities/{CODE}", headers=as_(registry, "other district"))
+        unknown = await client.get(f"/entities/{UNKNOWN}", headers=as_(registry, "district"))
+        account = await client.post(f"/entities/{CODE}/account", headers=as_(registry, "district"))
+    assert own.status_code == 200
+    assert own.json()["district"] == DISTRICT
+    assert (other.status_code, error_code(other)) == (403, "forbidden")
+    assert unknown.status_code == 404
+    assert account.status_code == 403
+
+
+async def test_the_bureau_or_the_entity_opens_the_account(registry: Harness) -> None:
+    await register(registry, CODE)
+    await register(registry, OTHER)
+    async with registry.client() as client:
+        by_entity = await client.post(f"/entities/{CODE}/account", headers=as_(registry, "entity"))
+        by_bureau = await client.post(f"/entities/{OTHER}/account", headers=as_(registry, "bureau"))
+        by_other = await client.post(f"/entities/{OTHER}/account", headers=as_(registry, "entity"))
+    assert by_entity.status_code == 201
+    assert by_entity.json()["account_id"] == f"SHEA-{CODE}"
+    assert by_bureau.status_code == 201
+    assert by_other.status_code == 403
+
+
+async def test_the_entity_surrenders_for_itself(registry: Harness) -> None:
+    await register(registry, CODE)
+    await registry.run(registry_commands.open_account, OpenAccount(credit_code=CODE))
+    await registry.handle(
+        VerificationApproved(
+            credit_code=CODE,
+            compliance_year=2024,
+            case_id=uuid4(),
+            report_id=uuid4(),
+            agency_id=AGENCY,
+            reported_emissions=Decimal("10.000"),
+            verified_emissions=Decimal("10.000"),
+            approved_at=datetime(2025, 5, 1, tzinfo=UTC),
+        )
+    )
+    body = {"compliance_year": 2024, "allowances": 10}
+    async with registry.client() as client:
+        by_other = await client.post(
+            f"/entities/{CODE}/surrenders", json=body, headers=as_(registry, "other entity")
+        )
+        by_bureau = await client.post(
+            f"/entities/{CODE}/surrenders", json=body, headers=as_(registry, "bureau")
+        )
+        by_entity = await client.post(
+            f"/entities/{CODE}/surrenders", json=body, headers=as_(registry, "entity")
+        )
+        again = await client.post(
+            f"/entities/{CODE}/surrenders", json=body, headers=as_(registry, "entity")
+        )
+    assert (by_other.status_code, by_bureau.status_code) == (403, 403)
+    assert by_entity.status_code == 201, by_entity.text
+    assert by_entity.json()["status"] == "compliant"
+    assert (again.status_code, error_code(again)) == (409, "already_compliant")
+
+
+async def test_the_bureau_follows_its_roster_upload(registry: Harness) -> None:
+    csv = f"credit_code,name,district,sector,compliance_year\n{CODE},A,pudong,power,2024\n"
+    async with registry.client() as client:
+        uploaded = await client.post(
+            "/roster/imports",
+            content=csv.encode(),
+            headers={**as_(registry, "bureau"), "content-type": "text/csv"},
+        )
+        location = uploaded.headers["location"]
+        progress = await client.get(location, headers=as_(registry, "bureau"))
+        rows = await client.get(f"{location}/rows", headers=as_(registry, "bureau"))
+        unknown = await client.get(f"/roster/imports/{A_UUID}", headers=as_(registry, "bureau"))
+    assert uploaded.status_code == 202
+    assert location == f"/roster/imports/{uploaded.json()['import_id']}"
+    assert (progress.status_code, progress.json()["status"]) == (200, "pending")
+    assert [(row["line"], row["status"]) for row in rows.json()] == [(2, "pending")]
+    assert (unknown.status_code, error_code(unknown)) == (404, "unknown_import")
+
+
+# --- reporting --------------------------------------------------------------------------------
+
+
+def registered(code: str, district: str) -> EntityRegistered:
+    return EntityRegistered(
+        credit_code=code,
+        compliance_year=2024,
+        name=f"Entity {code[-4:]}",
+        district=district,
+        sector="power",
+        new_entrant=False,
+        registered_at=datetime(2025, 1, 10, tzinfo=UTC),
+    )
+
+
+async def submitted(reporting: Harness, code: str, district: str) -> str:
+    await reporting.handle(registered(code, district))
+    ran = await reporting.run(
+        reporting_commands.submit_report,
+        SubmitReport(
+            credit_code=code,
+            compliance_year=2024,
+            lines=[ActivityInput(source="heat", activity=Decimal("1000"))],
+            submitted_by="test",
+        ),
+    )
+    return str(ran.result.report_id)
+
+
+async def test_an_entity_submits_for_the_code_of_its_token(reporting: Harness) -> None:
+    await reporting.handle(registered(CODE, DISTRICT))
+    async with reporting.client() as client:
+        own = await client.post("/reports", json=REPORT_BODY, headers=as_(reporting, "entity"))
+        unrostered = await client.post(
+            "/reports", json=REPORT_BODY, headers=as_(reporting, "other entity")
+        )
+    assert own.status_code == 201, own.text
+    assert (own.json()["credit_code"], own.json()["total_emissions"]) == (CODE, "60.000")
+    assert (unrostered.status_code, error_code(unrostered)) == (404, "unknown_entity")
+
+
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [
+        ("bureau", 200),
+        ("entity", 200),
+        ("other entity", 403),
+        ("district", 200),
+        ("other district", 403),
+        ("agency", 403),
+    ],
+)
+async def test_reading_a_report(reporting: Harness, caller: str, status: int) -> None:
+    report_id = await submitted(reporting, CODE, DISTRICT)
+    async with reporting.client() as client:
+        response = await client.get(f"/reports/{report_id}", headers=as_(reporting, caller))
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["report_id"] == report_id
+
+
+async def test_an_unknown_report_is_404(reporting: Harness) -> None:
+    async with reporting.client() as client:
+        response = await client.get(f"/reports/{A_UUID}", headers=as_(reporting, "bureau"))
+    assert (response.status_code, error_code(response)) == (404, "unknown_report")
+
+
+@pytest.mark.parametrize(
+    ("caller", "query", "expected"),
+    [
+        ("bureau", "", {CODE, OTHER}),
+        ("bureau", f"?credit_code={OTHER}", {OTHER}),
+        ("entity", "", {CODE}),
+        ("entity", f"?credit_code={OTHER}", {CODE}),  # a filter cannot widen the scope
+        ("district", "", {CODE}),
+        ("other district", "", {OTHER}),
+        ("district", f"?credit_code={OTHER}", set()),
+    ],
+)
+async def test_report_listings_are_scoped(
+    reporting: Harness, caller: str, query: str, expected: set[str]
+) -> None:
+    await submitted(reporting, CODE, DISTRICT)
+    await submitted(reporting, OTHER, OTHER_DISTRICT)
+    async with reporting.client() as client:
+        response = await client.get(f"/reports{query}", headers=as_(reporting, caller))
+    assert response.status_code == 200
+    assert {report["credit_code"] for report in response.json()} == expected
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def report_submitted(code: str, report_id: UUID) -> ReportSubmitted:
+    return ReportSubmitted(
+        credit_code=code,
+        compliance_year=2024,
+        report_id=report_id,
+        factor_table="shanghai-default-2024.1",
+        lines=[
+            ReportLine(
+                source="heat",
+                activity=Decimal("1000"),
+                unit="GJ",
+                factor=Decimal("0.06"),
+                emissions=Decimal("60.000"),
+            )
+        ],
+        total_emissions=Decimal("60.000"),
+        submitted_at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+
+
+async def opened(verification: Harness, code: str, agency: str | None = None) -> str:
+    report_id = uuid4()
+    await verification.handle(report_submitted(code, report_id))
+    case_id = str(case_id_for(report_id))
+    if agency:
+        await verification.run(
+            verification_commands.assign, AssignCase(case_id=case_id, agency_id=agency)
+        )
+    return case_id
+
+
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [
+        ("bureau", 200),
+        ("entity", 200),
+        ("other entity", 403),
+        ("agency", 200),
+        ("other agency", 403),
+        ("district", 403),
+    ],
+)
+async def test_reading_a_case(verification: Harness, caller: str, status: int) -> None:
+    case_id = await opened(verification, CODE, AGENCY)
+    async with verification.client() as client:
+        response = await client.get(f"/cases/{case_id}", headers=as_(verification, caller))
+    assert response.status_code == status, response.text
+
+
+async def test_no_agency_reads_an_unassigned_case(verification: Harness) -> None:
+    case_id = await opened(verification, CODE)
+    async with verification.client() as client:
+        response = await client.get(f"/cases/{case_id}", headers=as_(verification, "agency"))
+        unknown = await client.get(f"/cases/{A_UUID}", headers=as_(verification, "bureau"))
+    assert response.status_code == 403
+    assert (unknown.status_code, error_code(unknown)) == (404, "unknown_case")
+
+
+@pytest.mark.parametrize(
+    ("caller", "query", "expected"),
+    [
+        ("bureau", "", {CODE, OTHER, UNKNOWN}),
+        ("bureau", f"?credit_code={CODE}", {CODE}),
+        ("entity", "", {CODE}),
+        ("entity", f"?credit_code={OTHER}", {CODE}),
+        ("agency", "", {CODE}),
+        ("other agency", "", {OTHER}),
+        ("agency", f"?credit_code={OTHER}", set()),
+    ],
+)
+async def test_case_listings_are_scoped(
+    verification: Harness, caller: str, query: str, expected: set[str]
+) -> None:
+    await opened(verification, CODE, AGENCY)
+    await opened(verification, OTHER, OTHER_AGENCY)
+    await opened(verification, UNKNOWN)  # not yet assigned: no agency sees it
+    async with verification.client() as client:
+        response = await client.get(f"/cases{query}", headers=as_(verification, caller))
+    assert response.status_code == 200
+    assert {case["credit_code"] for case in response.json()} == expected
+
+
+async def test_the_bureau_assigns_and_the_assigned_agency_approves(
+    verification: Harness,
+) -> None:
+    case_id = await opened(verification, CODE)
+    approval = {"verified_emissions": "59.000"}
+    async with verification.client() as client:
+        assigned = await client.post(
+            f"/cases/{case_id}/assign",
+            json={"agency_id": AGENCY},
+            headers=as_(verification, "bureau"),
+        )
+        by_other = await client.post(
+            f"/cases/{case_id}/approve", json=approval, headers=as_(verification, "other agency")
+        )
+        approved = await client.post(
+            f"/cases/{case_id}/approve", json=approval, headers=as_(verification, "agency")
+        )
+        unknown = await client.post(
+            f"/cases/{A_UUID}/assign",
+            json={"agency_id": AGENCY},
+            headers=as_(verification, "bureau"),
+        )
+    assert (assigned.status_code, assigned.json()["agency_id"]) == (200, AGENCY)
+    assert (by_other.status_code, error_code(by_other)) == (403, "other_agency")
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["status"], approved.json()["verified_emissions"]) == (
+        "approved",
+        "59.000",
+    )
+    assert (unknown.status_code, error_code(unknown)) == (404, "unknown_case")
+
+
+# --- notifier ---------------------------------------------------------------------------------
+
+
+async def notified(notifier: Harness) -> None:
+    """CODE in pudong and OTHER in minhang registered, each then opened an account."""
+    for code, district in ((CODE, DISTRICT), (OTHER, OTHER_DISTRICT)):
+        await notifier.handle(registered(code, district))
+        await notifier.handle(
+            AccountOpened(
+                credit_code=code,
+                compliance_year=2024,
+                account_id=f"SHEA-{code}",
+                opened_at=datetime(2025, 2, 1, tzinfo=UTC),
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("caller", "query", "expected"),
+    [
+        ("entity", "", {("entity", CODE)}),
+        ("entity", f"?recipient_type=entity&recipient_id={OTHER}", {("entity", CODE)}),
+        ("entity", f"?recipient_type=district&recipient_id={DISTRICT}", {("entity", CODE)}),
+        ("other entity", "", {("entity", OTHER)}),
+        ("district", "", {("district", DISTRICT)}),
+        ("district", f"?recipient_type=entity&recipient_id={CODE}", {("district", DISTRICT)}),
+        ("other district", "", {("district", OTHER_DISTRICT)}),
+        (
+            "bureau",
+            "",
+            {
+                ("entity", CODE),
+                ("entity", OTHER),
+                ("district", DISTRICT),
+                ("district", OTHER_DISTRICT),
+            },
+        ),
+        (
+            "bureau",
+            "?recipient_type=district",
+            {("district", DISTRICT), ("district", OTHER_DISTRICT)},
+        ),
+        ("bureau", f"?recipient_type=entity&recipient_id={OTHER}", {("entity", OTHER)}),
+    ],
+)
+async def test_notification_listings_are_scoped(
+    notifier: Harness, caller: str, query: str, expected: set[tuple[str, str]]
+) -> None:
+    await notified(notifier)
+    async with notifier.client() as client:
+        response = await client.get(f"/notifications{query}", headers=as_(notifier, caller))
+    assert response.status_code == 200, response.text
+    assert {(n["recipient_type"], n["recipient_id"]) for n in response.json()} == expected
+
+
+async def test_an_entity_sees_its_own_notifications_newest_first(notifier: Harness) -> None:
+    await notified(notifier)
+    async with notifier.client() as client:
+        response = await client.get("/notifications", headers=as_(notifier, "entity"))
+    assert [n["event_type"] for n in response.json()] == ["account.opened", "entity.registered"]
+    assert all(n["credit_code"] == CODE for n in response.json())
+
+
+async def test_the_bureau_must_name_the_recipient_type_with_an_id(notifier: Harness) -> None:
+    async with notifier.client() as client:
+        response = await client.get(
+            f"/notifications?recipient_id={CODE}", headers=as_(notifier, "bureau")
+        )
+    assert (response.status_code, error_code(response)) == (422, "invalid_request")

@@ -1,0 +1,242 @@
+"""The notifier's handler on an in-memory database: for every event type, who is told."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from carbon_contracts.catalogue import catalogue
+from carbon_contracts.events import (
+    EVENT_MODELS,
+    AccountOpened,
+    AllocationIssued,
+    EntityRegistered,
+    EventPayload,
+    PreallocationIssued,
+    ReportLine,
+    ReportSubmitted,
+    SurrenderCompleted,
+    VerificationApproved,
+    VerificationAssigned,
+)
+from notifier import commands, store
+from registry.domain.credit_code import make_credit_code
+from tests.unit.support import DEADLINE, SHANGHAI, Harness, consumed
+
+CODE = make_credit_code(1)
+AT = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
+CASE_ID = UUID("3f2b8c1e-0d4a-4c6e-8a5b-9e7d6c5b4a31")
+REPORT_ID = UUID("a3c1e2f4-5b6d-4e7f-8091-a2b3c4d5e6f7")
+
+
+def entity_registered(
+    code: str = CODE, district: str = "pudong", new_entrant: bool = False
+) -> EntityRegistered:
+    return EntityRegistered(
+        credit_code=code,
+        compliance_year=2024,
+        name="示例化工",
+        district=district,
+        sector="chemicals",
+        new_entrant=new_entrant,
+        registered_at=AT,
+    )
+
+
+def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
+    """One payload of every event type, all about `code`."""
+    common: dict[str, Any] = {"credit_code": code, "compliance_year": 2024}
+    return {
+        "entity.registered": entity_registered(code),
+        "account.opened": AccountOpened(**common, account_id=f"SHEA-{code}", opened_at=AT),
+        "report.submitted": ReportSubmitted(
+            **common,
+            report_id=REPORT_ID,
+            factor_table="shanghai-default-2024.1",
+            lines=[
+                ReportLine(
+                    source="heat",
+                    activity=Decimal("1000"),
+                    unit="GJ",
+                    factor=Decimal("0.06"),
+                    emissions=Decimal("60.000"),
+                )
+            ],
+            total_emissions=Decimal("60.000"),
+            submitted_at=AT,
+        ),
+        "verification.assigned": VerificationAssigned(
+            **common, case_id=CASE_ID, report_id=REPORT_ID, agency_id="sh-verify-01", assigned_at=AT
+        ),
+        "verification.approved": VerificationApproved(
+            **common,
+            case_id=CASE_ID,
+            report_id=REPORT_ID,
+            agency_id="sh-verify-01",
+            reported_emissions=Decimal("60.000"),
+            verified_emissions=Decimal("59.500"),
+            approved_at=AT,
+        ),
+        "allocation.issued": AllocationIssued(
+            **common,
+            policy="shanghai-2024",
+            method="historical_emissions",
+            verified_emissions=Decimal("59.500"),
+            final_allocation=60,
+            preallocated=0,
+            allowances=60,
+            issued_at=AT,
+        ),
+        "surrender.completed": SurrenderCompleted(
+            **common,
+            policy="shanghai-2024",
+            verified_emissions=Decimal("59.500"),
+            obligation=60,
+            allowances_surrendered=60,
+            offsets_surrendered=0,
+            deadline=DEADLINE,
+            on_time=on_time,
+            completed_at=AT,
+        ),
+        "preallocation.issued": PreallocationIssued(
+            credit_code=code,
+            compliance_year=2025,
+            policy="shanghai-2024",
+            basis_year=2024,
+            basis_verified_emissions=Decimal("59.500"),
+            ratio=Decimal("0.80"),
+            allowances=48,
+            issued_at=AT,
+        ),
+    }
+
+
+TOLD_TO_THE_DISTRICT = {"entity.registered", "report.submitted", "surrender.completed"}
+
+
+async def told(notifier: Harness, recipient_type: str, recipient_id: str) -> list[Any]:
+    rows = await notifier.read(
+        store.list_for, recipient_type=recipient_type, recipient_id=recipient_id, limit=100
+    )
+    return list(reversed(rows))  # oldest first
+
+
+def test_the_fixture_covers_every_event_type() -> None:
+    assert set(payloads()) == set(EVENT_MODELS)
+
+
+def test_the_notifier_subscribes_to_every_event_type_of_every_domain_topic() -> None:
+    from notifier.service import SERVICE
+
+    expected = {topic.name: set(topic.event_types) for topic in catalogue().domain_topics()}
+    assert {topic: set(by_type) for topic, by_type in SERVICE.handlers.items()} == expected
+    assert all(
+        handler is commands.notify
+        for by_type in SERVICE.handlers.values()
+        for handler in by_type.values()
+    )
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_MODELS))
+async def test_each_event_tells_the_entity_and_where_due_its_district(
+    notifier: Harness, event_type: str
+) -> None:
+    await notifier.handle(entity_registered(district="pudong"))
+    event = consumed(payloads()[event_type])
+    assert await notifier.handle(event) == []  # the notifier publishes nothing
+
+    to_entity = [row for row in await told(notifier, "entity", CODE) if row.event_id == event.id]
+    to_district = [
+        row for row in await told(notifier, "district", "pudong") if row.event_id == event.id
+    ]
+    [entity_row] = to_entity
+    assert (entity_row.credit_code, entity_row.event_type) == (CODE, event_type)
+    assert entity_row.subject and entity_row.message
+    assert entity_row.created_at == notifier.clock.now()
+    if event_type in TOLD_TO_THE_DISTRICT:
+        [district_row] = to_district
+        assert (district_row.credit_code, district_row.event_type) == (CODE, event_type)
+    else:
+        assert to_district == []
+
+
+@pytest.mark.parametrize("event_type", sorted(set(EVENT_MODELS) - {"entity.registered"}))
+async def test_without_a_known_district_only_the_entity_is_told(
+    notifier: Harness, event_type: str
+) -> None:
+    await notifier.handle(payloads()[event_type])
+    assert len(await told(notifier, "entity", CODE)) == 1
+    districts = await notifier.read(
+        store.list_for, recipient_type="district", recipient_id=None, limit=10
+    )
+    assert districts == []
+
+
+async def test_entity_registered_teaches_the_district_it_then_tells(notifier: Harness) -> None:
+    assert await notifier.read(store.district_of, credit_code=CODE) is None
+    await notifier.handle(entity_registered(district="jinshan"))
+    assert await notifier.read(store.district_of, credit_code=CODE) == "jinshan"
+    [row] = await told(notifier, "district", "jinshan")
+    assert row.subject == f"New covered entity {CODE}"
+
+
+async def test_a_district_is_told_only_about_entities_it_supervises(notifier: Harness) -> None:
+    other = make_credit_code(2)
+    await notifier.handle(entity_registered(CODE, district="pudong"))
+    await notifier.handle(entity_registered(other, district="minhang"))
+    await notifier.handle(payloads(other)["report.submitted"])
+    assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
+        "entity.registered"
+    ]
+    assert [row.event_type for row in await told(notifier, "district", "minhang")] == [
+        "entity.registered",
+        "report.submitted",
+    ]
+
+
+async def test_a_new_district_is_told_from_then_on(notifier: Harness) -> None:
+    await notifier.handle(entity_registered(district="pudong"))
+    await notifier.handle(entity_registered(district="minhang"))
+    await notifier.handle(payloads()["surrender.completed"])
+    assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
+        "entity.registered"
+    ]
+    assert [row.event_type for row in await told(notifier, "district", "minhang")] == [
+        "entity.registered",
+        "surrender.completed",
+    ]
+
+
+async def test_a_new_entrant_is_told_the_accounts_deadline(notifier: Harness) -> None:
+    await notifier.handle(entity_registered(new_entrant=True))
+    [row] = await told(notifier, "entity", CODE)
+    assert "open your registry and trading accounts by 2025-03-31 23:59" in row.message
+
+
+@pytest.mark.parametrize(("on_time", "timing"), [(True, "on time"), (False, "after the deadline")])
+async def test_surrender_notices_say_whether_it_was_on_time(
+    notifier: Harness, on_time: bool, timing: str
+) -> None:
+    await notifier.handle(entity_registered())
+    await notifier.handle(payloads(on_time=on_time)["surrender.completed"])
+    [entity_row] = [r for r in await told(notifier, "entity", CODE) if "surrender" in r.event_type]
+    [district_row] = [
+        r for r in await told(notifier, "district", "pudong") if "surrender" in r.event_type
+    ]
+    assert timing in entity_row.message
+    assert timing in district_row.message
+    assert "obligation of 60" in district_row.message
+
+
+async def test_allocation_notice_gives_the_surrender_deadline_in_shanghai_time(
+    notifier: Harness,
+) -> None:
+    await notifier.handle(payloads()["allocation.issued"])
+    [row] = await told(notifier, "entity", CODE)
+    assert DEADLINE.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") == "2025-06-30 17:00"
+    assert "by 2025-06-30 17:00" in row.message
+    assert "60 allowances credited" in row.message
