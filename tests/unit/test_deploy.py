@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from carbon_contracts.catalogue import catalogue
+from carbon_platform import metrics as _metrics  # registers every carbon_* metric
 from carbon_platform.kafka import acl_script
 from carbon_platform.settings import Settings
 
@@ -56,6 +58,15 @@ KAFKA_NON_PROPERTY_ENV = {
 }
 
 
+def _exported() -> list[str]:
+    """The carbon_* metric names as exposed (counters with their _total)."""
+    names = []
+    for family in REGISTRY.collect():
+        if family.name.startswith("carbon_"):
+            names.append(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
 def kafka_password(principal: str) -> str:
     """How compose must reference a Kafka principal's password: a required variable."""
     name = f"CARBON_KAFKA_PASSWORD_{principal.upper()}"
@@ -63,21 +74,13 @@ def kafka_password(principal: str) -> str:
 
 
 # Everything the services export (carbon_platform.metrics). `up` comes from Prometheus.
-HISTOGRAMS = frozenset({"carbon_event_handle_seconds", "carbon_http_request_duration_seconds"})
-METRICS = HISTOGRAMS | {
-    "carbon_events_consumed_total",
-    "carbon_events_published_total",
-    "carbon_outbox_pending",
-    "carbon_outbox_oldest_age_seconds",
-    "carbon_dead_letters_total",
-    "carbon_http_requests_total",
-    "carbon_worker_ready",
-    "carbon_relay_errors_total",
-    "carbon_reports_submitted_total",
-    "carbon_allowances_issued_total",
-    "carbon_allowances_surrendered_total",
-    "carbon_notifications_total",
-}
+assert _metrics.WORKER_READY
+METRICS = frozenset(_exported())
+HISTOGRAMS = frozenset(
+    family.name
+    for family in REGISTRY.collect()
+    if family.type == "histogram" and family.name in METRICS
+)
 METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])carbon_[a-z_]+")
 
 
@@ -677,6 +680,9 @@ def test_alerts_use_only_service_metrics_and_cover_the_failure_modes(
         used |= names
     assert {
         "carbon_worker_ready",
+        "carbon_broker_up",
+        "carbon_outbox_parked",
+        "carbon_outbox_republished_total",
         "carbon_outbox_oldest_age_seconds",
         "carbon_dead_letters_total",
         "carbon_relay_errors_total",

@@ -1,20 +1,23 @@
-"""A service's dead-letter topic: list its letters, and replay them through the service's own
-consumer, so each letter goes through the same inbox again (idempotent) and no other service's
-topic is written (single writer per topic)."""
+"""What a service set aside, for its operators: its dead-letter topic (list the letters, and
+replay them through the service's own consumer, so each goes through the same inbox again and no
+other service's topic is written) and its parked outbox rows (events no broker would take)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.access import OPERATIONS
 from carbon_platform.auth import Principal, require
 from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import DLQ_PREFIX, EventConsumer
+from carbon_platform.context import ServiceContext
 from carbon_platform.http import refusals
 from carbon_platform.kafka import client_options
 from carbon_platform.settings import Settings
@@ -142,5 +145,44 @@ def dead_letter_router(*, settings: Settings, service: str, consumer: EventConsu
                 outcome = await consumer.handle(record)
             results.append(Replayed(**_describe(letter).model_dump(), outcome=outcome))
         return results
+
+    return router
+
+
+class ParkedEvent(BaseModel):
+    id: int = Field(description="the outbox row")
+    event_id: str
+    event_type: str
+    topic: str
+    value_bytes: int
+    reason: str | None
+    created_at: datetime
+    parked_at: datetime
+
+
+def parked_router(context: ServiceContext) -> APIRouter:
+    router = APIRouter(prefix="/outbox", tags=["operations"], responses=refusals(403))
+
+    @router.get("/parked")
+    async def parked(_: Operator) -> list[ParkedEvent]:
+        """Events this service committed but no broker would take (larger than their topic
+        allows): set aside so they block nothing, kept in the outbox for the record."""
+        outbox = context.outbox
+        async with context.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.event_id,
+                    outbox.c.event_type,
+                    outbox.c.topic,
+                    func.length(outbox.c.value).label("value_bytes"),
+                    outbox.c.park_reason.label("reason"),
+                    outbox.c.created_at,
+                    outbox.c.parked_at,
+                )
+                .where(outbox.c.parked_at.is_not(None))
+                .order_by(outbox.c.id)
+            )
+            return [ParkedEvent.model_validate(row, from_attributes=True) for row in rows]
 
     return router

@@ -28,7 +28,7 @@ from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import EventConsumer
 from carbon_platform.context import Handler, ServiceContext, ServiceDefinition
 from carbon_platform.db import make_engine
-from carbon_platform.dlq import dead_letter_router
+from carbon_platform.dlq import dead_letter_router, parked_router
 from carbon_platform.http import create_api
 from carbon_platform.kafka import client_options, faust_credentials
 from carbon_platform.logs import configure_logging
@@ -404,7 +404,10 @@ def run_service(definition: ServiceDefinition) -> None:
     api = create_api(
         definition,
         context,
-        [dead_letter_router(settings=settings, service=definition.name, consumer=consumer)],
+        [
+            dead_letter_router(settings=settings, service=definition.name, consumer=consumer),
+            parked_router(context),
+        ],
     )
     api.state.readiness_checks.append(stream_checks)
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
