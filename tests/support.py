@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import ReportLine, ReportSubmitted
 from carbon_platform.auth import Role, issue_token
-from carbon_platform.broker import create_topics, start_tansu, stop_process
+from carbon_platform.broker import create_topics, read_to_end, start_tansu, stop_process
 from carbon_platform.codec import Outgoing, encode
 from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
@@ -59,17 +60,44 @@ def wait_until(
         time.sleep(every)
 
 
+@dataclass
+class Broker:
+    """An embedded Tansu broker that a test may stop and start again on the same port (it comes
+    back empty, as the embedded broker does), with the catalogue's topics."""
+
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, *, topics: bool = True) -> Broker:
+        self.process = start_tansu(self.port, self.log_dir / "broker.log")
+        if topics:
+            asyncio.run(create_topics(self.bootstrap, catalogue()))
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes with everything it held."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
 @contextmanager
 def embedded_broker(log_dir: Path) -> Iterator[str]:
     """A fresh in-memory Tansu broker with the catalogue's topics."""
-    port = free_port()
-    process = start_tansu(port, log_dir / "broker.log")
-    bootstrap = f"127.0.0.1:{port}"
+    broker = Broker(log_dir).start()
     try:
-        asyncio.run(create_topics(bootstrap, catalogue()))
-        yield bootstrap
+        yield broker.bootstrap
     finally:
-        stop_process(process)
+        broker.stop()
 
 
 @dataclass
@@ -120,6 +148,11 @@ class ServiceProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    instance: str = ""  # a second instance of the service on the same database and broker
+
+    @property
+    def log_path(self) -> Path:
+        return self.var_dir / f"{self.name}{'-' + self.instance if self.instance else ''}.log"
 
     @property
     def url(self) -> str:
@@ -142,9 +175,10 @@ class ServiceProcess:
             "CARBON_JWT_SECRET": JWT_SECRET,
             "CARBON_LOG_FORMAT": "json",
             **self.database.env(self.name),
+            **({"CARBON_INSTANCE_ID": self.instance} if self.instance else {}),
             **self.extra_env,
         }
-        log = (self.var_dir / f"{self.name}.log").open("ab")
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.name], env=env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -181,7 +215,7 @@ class ServiceProcess:
                 self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.var_dir / f"{self.name}.log"
+        path = self.log_path
         return (
             "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
             if path.exists()
@@ -257,34 +291,23 @@ def read_topic(bootstrap: str, topic: str) -> list[Record]:
     """Everything on a topic right now, from the beginning, without joining a group."""
 
     async def read() -> list[Record]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
         await consumer.start()
         try:
             partitions = [
                 TopicPartition(topic, p) for p in range(catalogue().topic(topic).partitions)
             ]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            records: list[Record] = []
-            remaining = {tp for tp, end in ends.items() if end > 0}
-            while remaining:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for tp, messages in batch.items():
-                    for m in messages:
-                        records.append(
-                            Record(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers))
-                        )
-                        if m.offset + 1 >= ends[tp]:
-                            remaining.discard(tp)
-                if not batch:
-                    # Tansu reports end offsets inclusive of nothing else; re-check positions.
-                    for tp in list(remaining):
-                        if await consumer.position(tp) >= ends[tp]:
-                            remaining.discard(tp)
-            return records
+            found = await read_to_end(consumer, partitions)
         finally:
             await consumer.stop()
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers))
+            for m in sorted(found, key=lambda m: (m.partition, m.offset))
+        ]
 
     return asyncio.run(read())
 
@@ -292,9 +315,14 @@ def read_topic(bootstrap: str, topic: str) -> list[Record]:
 def produce(
     bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
 ) -> None:
+    """Records written straight to a topic, as another system (or a forger) would."""
+
     async def send() -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=False, acks="all"
+            bootstrap_servers=bootstrap,
+            enable_idempotence=False,
+            acks="all",
+            max_request_size=16 * 1024 * 1024,  # outsiders may write what the broker takes
         )
         await producer.start()
         try:
@@ -314,16 +342,18 @@ class Platform:
     """The whole stack as `carbon up` runs it, on free ports."""
 
     bootstrap: str
-    urls: dict[str, str]
+    urls: dict[str, str]  # the first instance of each service
     process: subprocess.Popen[bytes]
     output: Path
+    instances: dict[str, list[str]]  # every instance of each service
+    var_dir: Path
 
 
-def _port_offset() -> int:
-    """An offset that moves all four service ports onto free ones."""
+def _port_offset(instances: int = 1) -> int:
+    """An offset that moves all four service ports (of every instance) onto free ones."""
     while True:
         offset = free_port() - min(PORTS.values())
-        ports = [port + offset for port in PORTS.values()]
+        ports = [port + offset + 10 * n for port in PORTS.values() for n in range(instances)]
         if max(ports) < 65000 and all(_is_free(port) for port in ports):
             return offset
 
@@ -338,15 +368,18 @@ def _is_free(port: int) -> bool:
 
 
 @contextmanager
-def running_platform(var_dir: Path, database: Database) -> Iterator[Platform]:
+def running_platform(
+    var_dir: Path, database: Database, *, instances: int = 1
+) -> Iterator[Platform]:
     """`carbon up` with its own broker, as a user starts it; Ctrl-C (SIGINT) at the end, which
-    must stop everything cleanly."""
-    kafka_port, offset = free_port(), _port_offset()
+    must stop everything cleanly. With `instances`, that many of each service."""
+    kafka_port, offset = free_port(), _port_offset(instances)
     env = {**os.environ, "CARBON_JWT_SECRET": JWT_SECRET}
     env.pop("CARBON_KAFKA_BOOTSTRAP", None)
     command = [
         sys.executable, "-m", "carbon_platform.cli", "up", "--kafka-port", str(kafka_port),
-        "--port-offset", str(offset), "--var-dir", str(var_dir), "--ready-timeout", "90",
+        "--port-offset", str(offset), "--var-dir", str(var_dir), "--ready-timeout", "150",
+        "--instances", str(instances),
     ]  # fmt: skip
     if database.url:
         env["CARBON_DATABASE_URL"] = database.url
@@ -364,9 +397,13 @@ def running_platform(var_dir: Path, database: Database) -> Iterator[Platform]:
         return b"Ctrl-C stops everything" in output.read_bytes()
 
     urls = {name: f"http://127.0.0.1:{port + offset}" for name, port in PORTS.items()}
+    every = {
+        name: [f"http://127.0.0.1:{port + offset + 10 * n}" for n in range(instances)]
+        for name, port in PORTS.items()
+    }
     try:
-        wait_until(up, timeout=120, what="carbon up", every=0.5)
-        yield Platform(f"127.0.0.1:{kafka_port}", urls, process, output)
+        wait_until(up, timeout=180, what="carbon up", every=0.5)
+        yield Platform(f"127.0.0.1:{kafka_port}", urls, process, output, every, var_dir)
     finally:
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(process.pid, signal.SIGINT)
@@ -413,3 +450,54 @@ def report_event(seed: int) -> Outgoing:
         submitted_at=datetime.now(UTC),
     )
     return encode(payload, source="/carbon/reporting", time=datetime.now(UTC))
+
+
+@contextmanager
+def running_prometheus(
+    tmp_path: Path, targets: dict[str, str], *, scrape_interval: str | None = None
+) -> Iterator[str]:
+    """A real Prometheus with deploy/prometheus as shipped (config and alert rules), its jobs
+    pointed at `targets` (job -> service URL); yields its API base URL. The deployed intervals
+    unless `scrape_interval` speeds scraping and evaluation up."""
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    if scrape_interval:
+        config["global"].update(
+            scrape_interval=scrape_interval,
+            scrape_timeout=scrape_interval,
+            evaluation_interval=scrape_interval,
+        )
+    config["rule_files"] = [str(REPO / "deploy/prometheus/alerts.yml")]
+    config["scrape_configs"] = [
+        {**job, "static_configs": [{"targets": [targets[job["job_name"]].split("//")[1]]}]}
+        for job in config["scrape_configs"]
+        if job["job_name"] in targets
+    ]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def prometheus_query(api: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query's result; empty while Prometheus is not answering yet."""
+    try:
+        reply = httpx.get(f"{api}/query", params={"query": promql}, timeout=2)
+    except httpx.TransportError:
+        return []
+    if reply.status_code != 200:  # 503 while Prometheus is still starting
+        return []
+    result: list[dict[str, Any]] = reply.json()["data"]["result"]
+    return result

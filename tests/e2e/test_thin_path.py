@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -24,9 +23,10 @@ from tests.support import (
     Database,
     Platform,
     Record,
-    free_port,
+    prometheus_query,
     read_topic,
     running_platform,
+    running_prometheus,
     token,
     wait_until,
 )
@@ -335,24 +335,6 @@ def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
 ) -> None:
     """deploy/prometheus as shipped, pointed at this platform: targets up, metrics queryable,
     and every alert rule evaluates without error against the real series."""
-    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(REPO / "deploy/prometheus/alerts.yml")]
-    for job in config["scrape_configs"]:
-        job["static_configs"] = [{"targets": [platform.urls[job["job_name"]].split("//")[1]]}]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    prometheus = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("wb"),
-    )
-    api = f"http://127.0.0.1:{port}/api/v1"
     registered = httpx.post(
         f"{platform.urls['registry']}/entities",
         headers=token("regulator"),
@@ -366,31 +348,22 @@ def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
         timeout=10,
     )
     assert registered.status_code == 201, registered.text
-
-    def query(promql: str) -> list[dict[str, Any]]:
-        try:
-            reply = httpx.get(f"{api}/query", params={"query": promql}, timeout=2)
-        except httpx.TransportError:
-            return []
-        if reply.status_code != 200:  # 503 while Prometheus is still starting
-            return []
-        result: list[dict[str, Any]] = reply.json()["data"]["result"]
-        return result
-
-    try:
+    with running_prometheus(tmp_path, platform.urls, scrape_interval="1s") as api:
         up = wait_until(
-            lambda: len(found := query("up == 1")) == len(SERVICES) and found,
+            lambda: len(found := prometheus_query(api, "up == 1")) == len(SERVICES) and found,
             timeout=60,
             what="all four targets up in Prometheus",
         )
         assert {series["metric"]["job"] for series in up} == set(SERVICES)
         published = wait_until(
-            lambda: query("sum by (job) (carbon_events_published_total)"),
+            lambda: prometheus_query(api, "sum by (job) (carbon_events_published_total)"),
             timeout=30,
             what="published events in Prometheus",
         )
         assert "registry" in {series["metric"]["job"] for series in published}
-        assert query("carbon_worker_ready == 1") and query("carbon_outbox_pending")
+        assert prometheus_query(api, "carbon_worker_ready == 1")
+        assert prometheus_query(api, "carbon_broker_up == 1")
+        assert prometheus_query(api, "carbon_outbox_pending")
 
         def rules_evaluated() -> list[dict[str, Any]]:
             groups = httpx.get(f"{api}/rules", timeout=2).json()["data"]["groups"]
@@ -404,6 +377,3 @@ def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
 
         rules = wait_until(rules_evaluated, timeout=30, what="alert rules evaluated")
         assert [rule["name"] for rule in rules if rule["health"] != "ok"] == []
-    finally:
-        prometheus.terminate()
-        prometheus.wait(20)

@@ -1,10 +1,12 @@
-"""The consumer's error classification against a real database (no broker needed: what it
-publishes goes to the outbox): bugs are retried then dead-lettered with their traceback,
-transient failures are retried until they pass, and a rejection leaves nothing behind."""
+"""The consumer against a real database (no broker needed: what it publishes goes to the
+outbox): bugs are retried then dead-lettered with their traceback, transient failures are
+retried until they pass, a rejection leaves nothing behind, and in a batch every record keeps
+its own outcome (poison, forged, mistyped and oversized records go to the dead-letter topic)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -162,3 +164,115 @@ async def test_a_rejection_is_recorded_and_leaves_no_effect(context: ServiceCont
     assert await rows(context, "SELECT * FROM roster") == []
     assert await rows(context, "SELECT * FROM outbox") == []
     assert [r[0] for r in await rows(context, "SELECT outcome FROM inbox")] == ["rejected"]
+
+
+def on_topic(raw: RawMessage, topic: str, offset: int) -> RawMessage:
+    return RawMessage(topic, 0, offset, raw.key, raw.value, raw.headers)
+
+
+def with_header(raw: RawMessage, name: str, value: bytes, offset: int) -> RawMessage:
+    headers = [(k, v) for k, v in raw.headers if k != name] + [(name, value)]
+    return RawMessage(raw.topic, 0, offset, raw.key, raw.value, headers)
+
+
+async def letters(context: ServiceContext) -> list[dict[str, Any]]:
+    """The outbox rows as dead letters: their headers by name, `_value` and `_topic`."""
+    async with context.engine.connect() as conn:
+        rows = (await conn.execute(select(context.outbox).order_by(context.outbox.c.id))).all()
+    return [
+        {
+            **{name: base64.b64decode(value).decode() for name, value in json.loads(row.headers)},
+            "_value": row.value,
+            "_topic": row.topic,
+        }
+        for row in rows
+    ]
+
+
+async def test_a_batch_commits_once_and_every_record_keeps_its_own_outcome(
+    context: ServiceContext,
+) -> None:
+    async def roster_entry(uow: UnitOfWork, event: Event[Any]) -> None:
+        await store.add_to_roster(
+            uow.conn,
+            credit_code=event.payload.credit_code,
+            compliance_year=2024,
+            name="ok",
+            district="pudong",
+        )
+
+    consumer = EventConsumer(context, {"entity.registered": roster_entry})
+    first, second = registered(10), registered(11)
+    huge = RawMessage("entity.registered", 0, 16, first.key, b"x" * (2 * 1024 * 1024), [])
+    batch = [
+        first,
+        RawMessage("entity.registered", 0, 12, first.key, b"\xff not json", first.headers),
+        RawMessage("entity.registered", 0, 13, first.key, first.value, first.headers),  # again
+        on_topic(registered(20), "report.submitted", 14),  # a registration on another topic
+        with_header(registered(21), "ce_source", b"/carbon/reporting", 15),  # not its writer
+        huge,
+        second,
+    ]
+
+    outcomes = await consumer.handle_batch(batch)
+
+    assert outcomes == [
+        "processed",
+        "dead_lettered",
+        "duplicate",
+        "dead_lettered",
+        "dead_lettered",
+        "dead_lettered",
+        "processed",
+    ]
+    roster = await rows(context, "SELECT credit_code FROM roster")
+    assert sorted(code for (code,) in roster) == sorted(
+        [make_credit_code(10), make_credit_code(11)]
+    )
+    dead = await letters(context)
+    assert [letter["dlq_error_class"] for letter in dead] == [
+        "schema_violation",
+        "type_not_of_topic",
+        "foreign_source",
+        "oversized",
+    ]
+    assert {letter["_topic"] for letter in dead} == {"reporting.dlq"}
+    # Too large to copy: a reference to the record instead, with the start of its value.
+    reference = dead[-1]
+    assert reference["dlq_reference"] == "true"
+    assert int(reference["dlq_original_size"]) > 2 * 1024 * 1024
+    assert (reference["dlq_original_topic"], reference["dlq_original_offset"]) == (
+        "entity.registered",
+        "16",
+    )
+    assert reference["_value"] == b"x" * 1024
+    # The same batch delivered again applies nothing and letters nothing twice.
+    assert set(await consumer.handle_batch(batch)) == {"duplicate"}
+    assert len(await letters(context)) == 4
+
+
+async def test_a_rejected_event_in_a_batch_undoes_only_itself(context: ServiceContext) -> None:
+    refused_code = make_credit_code(31)
+
+    async def refuses_one(uow: UnitOfWork, event: Event[Any]) -> None:
+        await store.add_to_roster(
+            uow.conn,
+            credit_code=event.payload.credit_code,
+            compliance_year=2024,
+            name="written before the refusal",
+            district="pudong",
+        )
+        uow.record(event.payload)
+        if event.payload.credit_code == refused_code:
+            raise Conflict("nope", "refused by the rules")
+
+    consumer = EventConsumer(context, {"entity.registered": refuses_one})
+    outcomes = await consumer.handle_batch([registered(30), registered(31), registered(32)])
+
+    assert outcomes == ["processed", "rejected", "processed"]
+    roster = {code for (code,) in await rows(context, "SELECT credit_code FROM roster")}
+    assert roster == {make_credit_code(30), make_credit_code(32)}
+    published = [row.topic for row in await rows(context, "SELECT topic FROM outbox")]
+    assert published == ["entity.registered", "entity.registered"]  # not the refused one's
+    inbox = dict(await rows(context, "SELECT outcome, count(*) FROM inbox GROUP BY outcome"))
+    assert inbox == {"processed": 2, "rejected": 1}

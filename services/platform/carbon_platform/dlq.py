@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.access import OPERATIONS
 from carbon_platform.auth import Principal, require
+from carbon_platform.broker import read_to_end
 from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import DLQ_PREFIX, EventConsumer
 from carbon_platform.context import ServiceContext
@@ -46,9 +47,7 @@ class Replayed(DeadLetter):
 async def read_records(
     settings: Settings, topic: str, partitions: list[int], start: int | None = None
 ) -> list[RawMessage]:
-    """Records of a topic's partitions, from `start` (else the beginning) up to the current
-    end, read without a consumer group."""
-    tps = [TopicPartition(topic, p) for p in partitions]
+    """Records of a topic's partitions, from `start` (else the beginning) up to now."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -56,27 +55,15 @@ async def read_records(
         **client_options(settings),
     )
     await consumer.start()
-    records: list[RawMessage] = []
     try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                records.extend(
-                    RawMessage(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers))
-                    for m in batch.get(tp, [])
-                    if m.offset < ends[tp]
-                )
-                if start is not None and records:
-                    break
+        found = await read_to_end(
+            consumer, [TopicPartition(topic, p) for p in partitions], start=start
+        )
     finally:
         await consumer.stop()
-    return records
+    return [
+        RawMessage(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers)) for m in found
+    ]
 
 
 async def read_dead_letters(settings: Settings, service: str) -> list[RawMessage]:
