@@ -501,3 +501,101 @@ def prometheus_query(api: str, promql: str) -> list[dict[str, Any]]:
         return []
     result: list[dict[str, Any]] = reply.json()["data"]["result"]
     return result
+
+
+async def compliance_cycle(
+    client: httpx.AsyncClient, url: Callable[[str], str], code: str, *, district: str = "pudong"
+) -> dict[str, Any]:
+    """One entity through the cycle over HTTP, as in the README walk (6 commands): register,
+    open the account, report 60.000 t, assign, approve, surrender 60. `url(service)` chooses
+    the instance to call each time. Steps that wait on another service's events (reporting
+    learns the roster, verification opens the case, the registry allocates) are retried until
+    that event has been handled. Returns the surrender reply."""
+    regulator, entity = token("regulator"), token("entity", credit_code=code)
+
+    async def until(request: Callable[[], Any], done: Callable[[httpx.Response], bool]) -> Any:
+        for _ in range(600):
+            reply = await request()
+            if done(reply):
+                return reply
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{code}: {reply.status_code} {reply.text}")
+
+    def created(reply: httpx.Response) -> bool:
+        assert reply.status_code in (201, 404, 409), reply.text
+        return reply.status_code == 201
+
+    registration = {
+        "credit_code": code,
+        "name": "Cycle Ltd",
+        "district": district,
+        "sector": "chemicals",
+        "compliance_year": 2024,
+    }
+    reply = await client.post(f"{url('registry')}/entities", headers=regulator, json=registration)
+    assert reply.status_code == 201, reply.text
+    reply = await client.post(f"{url('registry')}/entities/{code}/account", headers=entity)
+    assert reply.status_code == 201, reply.text
+    report = {"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1000"}]}
+    await until(
+        lambda: client.post(f"{url('reporting')}/reports", headers=entity, json=report), created
+    )
+    cases = await until(
+        lambda: client.get(f"{url('verification')}/cases", headers=entity),
+        lambda reply: bool(reply.json()),
+    )
+    case_id = cases.json()[0]["case_id"]
+    assign = {"agency_id": "cycle-agency"}
+    reply = await client.post(
+        f"{url('verification')}/cases/{case_id}/assign", headers=regulator, json=assign
+    )
+    assert reply.status_code == 200, reply.text
+    reply = await client.post(
+        f"{url('verification')}/cases/{case_id}/approve",
+        headers=token("verifier", agency="cycle-agency"),
+        json={"verified_emissions": "60.000"},
+    )
+    assert reply.status_code == 200, reply.text
+    surrendered = await until(
+        lambda: client.post(
+            f"{url('registry')}/entities/{code}/surrenders",
+            headers=entity,
+            json={"compliance_year": 2024, "allowances": 60},
+        ),
+        created,
+    )
+    result: dict[str, Any] = surrendered.json()
+    return result
+
+
+def service_pids(var_dir: Path, service: str) -> list[int]:
+    """The processes of a service that `carbon up` started with this var dir."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        running = [arg for arg in cmdline if arg]
+        if running[-2:] == [b"-m", service.encode()] and (
+            f"CARBON_VAR_DIR={var_dir}".encode() in environ
+        ):
+            pids.append(int(proc.name))
+    return pids
+
+
+def broker_pid(bootstrap: str) -> int:
+    """The embedded broker listening at `bootstrap`."""
+    wanted = f"tcp://{bootstrap}".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"broker" in cmdline and wanted in cmdline:
+                return int(proc.name)
+    raise AssertionError(f"no broker process listens at {bootstrap}")

@@ -289,8 +289,17 @@ class OutboxRelay:
             if self._last_sent is None:
                 return False  # nothing published yet
         event_id, topic, partition, offset = self._last_sent
-        if await self._record_at(topic, partition, offset) == event_id:
+        found = await self._record_at(topic, partition, offset)
+        if found == event_id:
             return False
+        log.warning(
+            "the last event published, %s, is no longer at %s/%d/%d (found: %s)",
+            event_id,
+            topic,
+            partition,
+            offset,
+            found,
+        )
         lost = []
         for name in self._topics:
             newest = await self._newest_published(name)

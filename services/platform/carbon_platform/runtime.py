@@ -263,10 +263,8 @@ class BrokerProbe:
         """The ce_id of the record the broker holds at this position, or None when it holds
         none there (a new broker, a topic created again) or does not answer in time."""
         client = await self._connected()
-        if partition not in (client.partitions_for_topic(topic) or ()):
-            await client.topics()  # metadata may be stale: ask once
-            if partition not in (client.partitions_for_topic(topic) or ()):
-                return None
+        if topic not in await client.topics():  # a new broker may not have the topic at all
+            return None
         tp = TopicPartition(topic, partition)
         client.assign([tp])
         client.seek(tp, offset)
