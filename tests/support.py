@@ -123,6 +123,25 @@ class Database:
             "CARBON_DATABASE_SCHEMA": f"{self.schema_prefix}{service}",
         }
 
+    def query(self, var_dir: Path, service: str, sql: str, **params: Any) -> list[Any]:
+        """Rows of a service's own database (tests may read it; services never do)."""
+
+        async def rows() -> list[Any]:
+            if self.url:
+                schema = f"{self.schema_prefix}{service}"
+                engine = create_async_engine(
+                    self.url, connect_args={"server_settings": {"search_path": schema}}
+                )
+            else:
+                engine = create_async_engine(f"sqlite+aiosqlite:///{var_dir / service}.db")
+            try:
+                async with engine.connect() as conn:
+                    return list(await conn.execute(text(sql), params))
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(rows())
+
     def drop(self, services: list[str]) -> None:
         if self.url:
             asyncio.run(self._drop(services))

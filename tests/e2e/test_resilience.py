@@ -1,0 +1,217 @@
+"""The platform as operators run it: records nobody expected, a service that dies, a broker
+that vanishes. Under `carbon up`, over HTTP and topics; nothing lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from carbon_contracts.catalogue import catalogue
+from carbon_contracts.events import EVENT_MODELS, EventPayload
+from carbon_contracts.resources import contract_path
+from carbon_platform.codec import encode
+from registry.domain.credit_code import make_credit_code
+from tests.support import (
+    Database,
+    Platform,
+    broker_pid,
+    compliance_cycle,
+    produce,
+    read_topic,
+    running_platform,
+    service_pids,
+    token,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+CONSUMED_BY = {
+    "reporting": {"entity.registered"},
+    "verification": {"report.submitted"},
+    "registry": {"verification.approved"},
+    "notifier": {topic.name for topic in catalogue().domain_topics()},
+}
+
+
+DATABASE = Database.for_test()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("resilience"), DATABASE) as up:
+        yield up
+
+
+def cycles(platform: Platform, seeds: range) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    compliance_cycle(client, platform.urls.__getitem__, make_credit_code(seed))
+                    for seed in seeds
+                )
+            )
+
+    return asyncio.run(run())
+
+
+def all_ready(platform: Platform) -> bool:
+    return all(
+        httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
+        for url in platform.urls.values()
+    )
+
+
+def dead_letters(platform: Platform, service: str) -> list[dict[str, Any]]:
+    reply = httpx.get(
+        f"{platform.urls[service]}/dead-letters", headers=token("regulator"), timeout=30
+    )
+    assert reply.status_code == 200, reply.text
+    letters: list[dict[str, Any]] = reply.json()
+    return letters
+
+
+def test_a_5mb_record_on_every_topic_stops_nothing(platform: Platform) -> None:
+    # A real-looking event whose value is 5 MB, written by an outsider onto every domain topic.
+    code = make_credit_code(4_400_000)
+    huge = b'{"padding": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    for topic in catalogue().domain_topics():
+        model_event = topic.event_types[0]
+        template = encode(
+            _example(model_event), source=f"/carbon/{topic.owner}", time=datetime.now(UTC)
+        )
+        produce(
+            platform.bootstrap,
+            topic.name,
+            [(code.encode(), huge, template.headers)],
+        )
+
+    # Every service sets them aside as references and goes on: a whole cycle still works.
+    (receipt,) = cycles(platform, range(4_400_001, 4_400_002))
+    assert receipt["status"] == "compliant"
+    assert all_ready(platform)
+
+    def oversized(service: str, topics: set[str]) -> list[dict[str, Any]]:
+        found = [
+            letter
+            for letter in dead_letters(platform, service)
+            if letter["error_class"] == "oversized"
+        ]
+        return found if len(found) >= len(topics) else []
+
+    for service, topics in CONSUMED_BY.items():
+        letters = wait_until(
+            functools.partial(oversized, service, topics),
+            timeout=60,
+            what=f"{service}'s letters for the oversized records",
+        )
+        assert {letter["original_topic"] for letter in letters} == topics, service
+        assert all(letter["reference"] for letter in letters), service
+        assert all(letter["original_size"] > 5 * 1024 * 1024 for letter in letters), service
+        parked = httpx.get(
+            f"{platform.urls[service]}/outbox/parked", headers=token("regulator"), timeout=10
+        ).json()
+        assert parked == [], (service, parked)
+
+
+def test_a_killed_service_comes_back_by_itself(platform: Platform) -> None:
+    (pid,) = service_pids(platform.var_dir, "registry")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: b"registry is back" in platform.output.read_bytes(),
+        timeout=90,
+        what="carbon up to restart the registry",
+    )
+    output = platform.output.read_text()
+    assert "registry exited with code -9; restarting it in 0.5s" in output
+    assert platform.process.poll() is None  # the stack did not stop
+    (receipt,) = cycles(platform, range(4_500_000, 4_500_001))
+    assert receipt["status"] == "compliant"
+
+
+def test_a_broker_killed_mid_run_loses_no_event(platform: Platform) -> None:
+    seeds = range(4_600_000, 4_600_040)
+    before = cycles(platform, seeds[:20])
+    assert {receipt["status"] for receipt in before} == {"compliant"}
+
+    # In the middle of a second wave, the broker vanishes with everything it held.
+    async def second_wave_with_a_broker_loss() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=90) as client:
+            wave = [
+                asyncio.ensure_future(
+                    compliance_cycle(client, platform.urls.__getitem__, make_credit_code(seed))
+                )
+                for seed in seeds[20:]
+            ]
+            await asyncio.sleep(1.5)
+            os.kill(broker_pid(platform.bootstrap), signal.SIGKILL)
+            return await asyncio.gather(*wave)
+
+    after = asyncio.run(second_wave_with_a_broker_loss())
+    assert {receipt["status"] for receipt in after} == {"compliant"}
+    assert "broker exited with code -9" in platform.output.read_text()
+
+    # Every event of the 40 entities is on its topic again, once, in the order it was
+    # published; every consumer had every one (the notifier told each entity 8 times).
+    codes = {make_credit_code(seed).encode() for seed in seeds}
+
+    def ours_on(topic: str) -> list[Any]:
+        found = [r for r in read_topic(platform.bootstrap, topic) if r.key in codes]
+        return found if len({r.headers["ce_id"] for r in found}) == len(codes) else []
+
+    for topic in catalogue().domain_topics():
+        records = wait_until(
+            functools.partial(ours_on, topic.name),
+            timeout=90,
+            what=f"the 40 entities' {topic.name} events on the new broker",
+        )
+        assert len(records) == len(codes), topic.name
+        assert _in_outbox_order(platform, topic.owner, topic.name, records), topic.name
+
+    def told(code: str) -> list[dict[str, Any]]:
+        notes: list[dict[str, Any]] = httpx.get(
+            f"{platform.urls['notifier']}/notifications",
+            headers=token("entity", credit_code=code),
+            timeout=10,
+        ).json()
+        return notes if len(notes) == 8 else []
+
+    for seed in seeds:
+        code = make_credit_code(seed)
+        notes = wait_until(
+            functools.partial(told, code),
+            timeout=90,
+            what=f"the notifier to have told {code} of its 8 events",
+        )
+        assert len({note["event_id"] for note in notes}) == 8
+    assert all_ready(platform)
+
+
+def _in_outbox_order(platform: Platform, service: str, topic: str, records: list[Any]) -> bool:
+    """Whether each partition holds these events in the order the service's outbox has them."""
+    rows = DATABASE.query(
+        platform.var_dir,
+        service,
+        "SELECT event_id FROM outbox WHERE topic = :topic ORDER BY id",
+        topic=topic,
+    )
+    order = {event_id: index for index, (event_id,) in enumerate(rows)}
+    for partition in {r.partition for r in records}:
+        ids = [r.headers["ce_id"].decode() for r in records if r.partition == partition]
+        if [order[i] for i in ids] != sorted(order[i] for i in ids):
+            return False
+    return True
+
+
+def _example(event: str) -> EventPayload:
+    path = next(contract_path(f"events/{event}/examples").glob("*.json"))
+    return EVENT_MODELS[event].model_validate(json.loads(path.read_text(encoding="utf-8")))
