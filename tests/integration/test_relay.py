@@ -1,0 +1,173 @@
+"""The outbox relay against the real embedded broker and a real database: one relay of several
+publishes (the lease), and a row no broker would take is parked without holding up the rows
+behind it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from carbon_contracts.catalogue import catalogue
+from carbon_contracts.events import EntityRegistered
+from carbon_platform import metrics
+from carbon_platform.clock import Clock
+from carbon_platform.codec import Outgoing, encode
+from carbon_platform.db import make_engine
+from carbon_platform.migrations import migrate
+from carbon_platform.outbox import OutboxRelay, add_to_outbox
+from carbon_platform.runtime import BrokerProbe
+from carbon_platform.settings import Settings
+from registry.domain.credit_code import make_credit_code
+from registry.service import SERVICE
+from tests.support import JWT_SECRET, Broker, Database, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def registration(seed: int) -> Outgoing:
+    return encode(
+        EntityRegistered(
+            credit_code=make_credit_code(seed),
+            compliance_year=2024,
+            name="Relay Ltd",
+            district="pudong",
+            sector="chemicals",
+            new_entrant=False,
+            registered_at=datetime.now(UTC),
+        ),
+        source="/carbon/registry",
+        time=datetime.now(UTC),
+    )
+
+
+class Relays:
+    """Relays of one service (the registry) on one database and one broker."""
+
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.engine = make_engine(settings)
+        self.probe = BrokerProbe(settings)
+        self.producers: list[AIOKafkaProducer] = []
+
+    async def relay(self, instance: str) -> OutboxRelay:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.broker.bootstrap,
+            enable_idempotence=False,
+            acks="all",
+            max_request_size=catalogue().max_message_bytes,
+        )
+        await producer.start()
+        self.producers.append(producer)
+        relay = OutboxRelay(
+            engine=self.engine,
+            outbox=SERVICE.tables.outbox,
+            lease=SERVICE.tables.outbox_lease,
+            clock=Clock(),
+            instance=instance,
+            topics={topic.name: topic for topic in catalogue().owned_by("registry")},
+            record_at=self.probe.record_at,
+            ensure_topics=lambda: asyncio.sleep(0),
+        )
+        relay.producer = producer
+        return relay
+
+    async def commit(self, *events: Outgoing) -> None:
+        async with self.engine.begin() as conn:
+            await add_to_outbox(conn, SERVICE.tables.outbox, events, at=datetime.now(UTC))
+
+    async def outbox(self) -> list[tuple[str, bool, str | None]]:
+        outbox = SERVICE.tables.outbox
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(outbox).order_by(outbox.c.id))
+            return [(r.event_id, r.published_at is not None, r.park_reason) for r in rows]
+
+    async def close(self) -> None:
+        for producer in self.producers:
+            await producer.stop()
+        await self.probe.stop()
+        await self.engine.dispose()
+
+
+@pytest.fixture
+async def relays(tmp_path: Path) -> AsyncIterator[Relays]:
+    broker = await asyncio.to_thread(Broker(tmp_path).start)
+    database = Database.for_test()
+    settings = Settings(
+        service="registry",
+        jwt_secret=SecretStr(JWT_SECRET),
+        kafka_bootstrap=broker.bootstrap,
+        var_dir=tmp_path,
+        database_url=database.url,
+        database_schema=f"{database.schema_prefix}registry",
+    )
+    await asyncio.to_thread(
+        migrate,
+        url=settings.resolved_database_url(),
+        schema=settings.resolved_schema(),
+        migrations_dir=SERVICE.migrations_dir,
+    )
+    running = Relays(settings, broker)
+    try:
+        yield running
+    finally:
+        await running.close()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(database.drop, ["registry"])
+
+
+async def test_only_the_lease_holder_publishes_and_another_takes_over(relays: Relays) -> None:
+    first, second = await relays.relay("registry-1"), await relays.relay("registry-2")
+    await relays.commit(*(registration(n) for n in range(5)))
+
+    assert await first._step() is False  # took the lease, published the five
+    assert await second._step() is False  # found the lease taken: stood by
+    assert (first.leader, second.leader) == (True, False)
+    await relays.commit(*(registration(n) for n in range(5, 8)))
+    assert await second._step() is False
+    assert [published for _, published, _ in await relays.outbox()] == [True] * 5 + [False] * 3
+
+    await first._release()  # a clean stop hands the lease on at once
+    await second._step()
+    assert second.leader
+    assert [published for _, published, _ in await relays.outbox()] == [True] * 8
+    on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
+    assert sorted(r.headers["ce_id"].decode() for r in on_topic) == sorted(
+        event_id for event_id, _, _ in await relays.outbox()
+    )
+
+
+async def test_a_row_too_large_is_parked_and_the_rows_behind_it_go_on(relays: Relays) -> None:
+    relay = await relays.relay("registry-1")
+    before, after = registration(1), registration(2)
+    huge = Outgoing(
+        topic="entity.registered",
+        key=before.key,
+        value=b"x" * (catalogue().max_message_bytes + 1),
+        headers=before.headers,
+        event_id="00000000-0000-4000-8000-000000000001",
+        event_type="entity.registered",
+    )
+    await relays.commit(before, huge, after)
+
+    await relay._step()
+
+    rows = await relays.outbox()
+    assert [(event_id, published) for event_id, published, _ in rows] == [
+        (before.event_id, True),
+        (huge.event_id, False),
+        (after.event_id, True),
+    ]
+    reason = rows[1][2]
+    assert reason is not None and "max.message.bytes" in reason
+    assert metrics.OUTBOX_PARKED._value.get() == 1
+    on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
+    assert [r.headers["ce_id"].decode() for r in on_topic] == [before.event_id, after.event_id]
+    assert relay.oldest_pending_age == 0  # a parked row does not stall the outbox
