@@ -323,6 +323,9 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
     assert '"status":"compliant"' in output
     assert '"preallocation":{"compliance_year":2025,"allowances":19401}' in output
     assert "already_compliant" in output
+    assert '"rows":3,"done":3,"registered":2,"refused":1' in output, output
+    assert '"status":"refused","code":"invalid_credit_code"' in output, output
+    assert "allowances: Input should be a valid integer" in output, output
     assert "expected 'W'" in output
     assert "missing bearer token" in output
     code = "91310115MA1K4C8N0W"

@@ -115,6 +115,8 @@ def up(
                     name, functools.partial(_spawn, service, service_env, log_file), url, log_file
                 )
         supervisor.start()
+        if supervisor.broker is not None:
+            typer.echo(f"topics ready on {bootstrap}")
         deadline = time.monotonic() + ready_timeout
         while not supervisor.all_ready():
             supervisor.check()

@@ -240,9 +240,9 @@ class OutboxRelay:
             if row.id in sent:
                 metrics.EVENTS_PUBLISHED.labels(row.topic, row.event_type).inc()
                 self._last_sent = (row.event_id, row.topic, *sent[row.id])
-        if parked:
+        if parked or len(rows) == self._batch_size:  # there may be more: count them
             await self.update_gauges()
-        elif len(rows) < self._batch_size:
+        else:
             self._set_gauges(pending=0, oldest=None)
         return len(rows)
 
