@@ -34,7 +34,7 @@ async def list_notifications(
         recipient_type, recipient_id = "district", scope.district
     elif recipient_id and not recipient_type:
         raise Invalid("invalid_request", "recipient_id needs recipient_type")
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         rows = await store.list_for(
             conn, recipient_type=recipient_type, recipient_id=recipient_id, limit=limit
         )

@@ -6,9 +6,11 @@ agency), `district` (bound to one district).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import jwt
@@ -63,13 +65,26 @@ def issue_token(
 
 
 def decode_token(settings: Settings, token: str) -> Principal:
+    principal, expires = _verified(
+        settings.jwt_secret.get_secret_value(), settings.jwt_issuer, settings.jwt_audience, token
+    )
+    if time.time() >= expires:
+        raise ValueError("invalid token: Signature has expired")
+    return principal
+
+
+@lru_cache(maxsize=8192)
+def _verified(secret: str, issuer: str, audience: str, token: str) -> tuple[Principal, float]:
+    """A token's principal and expiry, verified once: a client sends the same token with many
+    requests, and verifying it again each time cost more than the rest of the request's auth.
+    A refused token is not remembered."""
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            secret,
             algorithms=["HS256"],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
+            audience=audience,
+            issuer=issuer,
             options={"require": ["exp", "sub", "role"]},
         )
     except jwt.PyJWTError as error:
@@ -80,19 +95,22 @@ def decode_token(settings: Settings, token: str) -> Principal:
     required = _BINDING_CLAIM.get(role)
     if required and not claims.get(required):
         raise ValueError(f"invalid token: role {role} lacks the {required} claim")
-    return Principal(
+    principal = Principal(
         subject=str(claims["sub"]),
         role=role,
         credit_code=claims.get("credit_code"),
         agency=claims.get("agency"),
         district=claims.get("district"),
     )
+    return principal, float(claims["exp"])
 
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def current_principal(
+# Dependencies are `async def` although they never wait: FastAPI runs a plain `def` dependency
+# on a worker thread, a hand-off per dependency per request.
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -105,10 +123,10 @@ def current_principal(
         raise HTTPException(401, str(error), headers={"WWW-Authenticate": "Bearer"}) from error
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """Dependency: the caller must hold one of `roles`."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in roles:
             raise HTTPException(
                 403, f"role {principal.role!r} may not do this; needs one of {', '.join(roles)}"

@@ -18,6 +18,7 @@ from carbon_contracts.events import EventPayload
 from carbon_contracts.policy import Policy
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Event, Outgoing, encode
+from carbon_platform.db import read_only
 from carbon_platform.outbox import add_to_outbox
 from carbon_platform.settings import Settings
 from carbon_platform.tables import MessagingTables
@@ -92,6 +93,7 @@ class ServiceContext:
         self.name = name
         self.settings = settings
         self.engine = engine
+        self.reader = read_only(engine)  # for queries: never waits for a writer
         self.inbox = inbox
         self.outbox = outbox
         self.clock = clock
@@ -152,8 +154,8 @@ class ServiceDefinition:
     background: Sequence[Callable[[ServiceContext], Awaitable[None]]] = ()
 
 
-def service_context(request: Request) -> ServiceContext:
-    """FastAPI dependency: the running service's context."""
+async def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context (async: no worker-thread hand-off)."""
     context: ServiceContext = request.app.state.context
     return context
 

@@ -63,7 +63,19 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "carbon_read_only"
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for queries: on SQLite their transactions begin DEFERRED, so
+    a reader never waits for the write lock (WAL readers see the last commit)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def sqlite_begin(conn: Any) -> None:
-    # Take the write lock up front: a deferred transaction that later writes fails at once with
-    # SQLITE_BUSY instead of waiting when another connection wrote meanwhile.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writer takes the write lock up front: a deferred transaction that later writes fails at
+    # once with SQLITE_BUSY instead of waiting when another connection wrote meanwhile.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

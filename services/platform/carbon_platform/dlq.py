@@ -155,7 +155,7 @@ def parked_router(context: ServiceContext) -> APIRouter:
         """Events this service committed but no broker would take (larger than their topic
         allows): set aside so they block nothing, kept in the outbox for the record."""
         outbox = context.outbox
-        async with context.engine.connect() as conn:
+        async with context.reader.connect() as conn:
             rows = await conn.execute(
                 select(
                     outbox.c.id,

@@ -233,7 +233,7 @@ def _error(
 
 async def _database_ok(context: ServiceContext) -> bool:
     try:
-        async with context.engine.connect() as conn:
+        async with context.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
         return False

@@ -8,8 +8,8 @@ others stand by and take over when it lapses, so each row is sent once and in or
 broker can never take (too large) is parked instead of blocking the rows behind it.
 
 The outbox is also the service's durable log. Each published row keeps the partition and offset
-the broker gave it. Before it sends anything (and every few seconds when idle), the relay checks
-that the last record it published is still where the broker put it; when it is not (a new
+the broker gave it. Every second, and before it sends anything after a failed send, the relay
+checks that the last record it published is still where the broker put it; when it is not (a new
 embedded broker: Tansu keeps records in memory only), every topic whose last record is gone has
 its history published again, in order, with the original event ids, before anything newer.
 """
@@ -34,6 +34,7 @@ from carbon_contracts.catalogue import Topic
 from carbon_platform import metrics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Headers, Outgoing, record_size
+from carbon_platform.db import read_only
 
 log = logging.getLogger(__name__)
 LEASE = "relay"
@@ -92,9 +93,10 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_poll_s: float = 1.0,
         lease_s: float = 10.0,
-        history_check_s: float = 5.0,
+        history_check_s: float = 1.0,
     ) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._outbox = outbox
         self._lease = lease
         self.producer: AIOKafkaProducer | None = None  # set once connected
@@ -110,6 +112,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._lease_until = _EPOCH
         self._next_history_check = 0.0
+        self._suspect = True  # check before the first send
         self._last_sent: Any = None  # the newest published row: (event_id, topic, partition, ...)
         self.healthy = False
         self.leader = False
@@ -132,6 +135,7 @@ class OutboxRelay:
                 except Exception as error:
                     metrics.RELAY_ERRORS.inc()
                     self.healthy = False
+                    self._suspect = True  # the broker may come back without our history
                     log.warning("outbox relay failed; retrying in %.1fs: %r", backoff, error)
                     with contextlib.suppress(Exception):  # the backlog grows while it lasts
                         await self.update_gauges()
@@ -154,11 +158,14 @@ class OutboxRelay:
             return False
         rows = await self._pending()
         loop = asyncio.get_running_loop()
-        if rows or loop.time() >= self._next_history_check:
-            # Before anything new reaches a broker that has lost our history.
+        if self._suspect or loop.time() >= self._next_history_check:
+            # A broker that lost our history must get it back before anything new. A broker
+            # that went away made a send fail (suspect); else a check a second is enough:
+            # a broker cannot come back empty between two sends a second apart unnoticed.
             if await self._restore_lost_history():
                 rows = await self._pending()
             self._next_history_check = loop.time() + self._history_check_s
+            self._suspect = False
         return await self.publish(rows) == self._batch_size
 
     async def _hold_lease(self) -> bool:
@@ -199,7 +206,7 @@ class OutboxRelay:
 
     async def _pending(self) -> list[Any]:
         outbox = self._outbox
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return list(
                 await conn.execute(
                     select(outbox)
@@ -328,7 +335,7 @@ class OutboxRelay:
             )
         else:
             query = query.where(outbox.c.topic.in_(list(self._topics)))
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else tuple(row)
 
@@ -361,7 +368,7 @@ class OutboxRelay:
     async def update_gauges(self) -> None:
         """Pending, oldest pending and parked rows, read from the shared outbox."""
         outbox = self._outbox
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             pending, oldest = (
                 await conn.execute(
                     select(func.count(), func.min(outbox.c.created_at))

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import faust
 import uvicorn
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -323,6 +324,8 @@ class ServiceWorker(faust.Worker):
 
 
 def run_service(definition: ServiceDefinition) -> None:
+    # uvloop: the event loop in C, for the worker, the API and the relay alike.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = load_settings(definition)
     configure_logging(definition.name, level=settings.log_level, fmt=settings.log_format)
     policy = load_policy(settings.policy_file)

@@ -6,11 +6,11 @@ and those hand-offs, not SQLite, were most of a consumed event's cost. This conn
 same interface (what the dialect calls of aiosqlite) and splits the work by what can wait:
 
 - what may wait goes to the connection's own thread, so the event loop never blocks on it:
-  opening the database, BEGIN (it waits for another writer's lock: every transaction begins
-  IMMEDIATE), COMMIT (it waits for the disk) and ROLLBACK;
-- a statement inside a transaction runs at once, on the event loop: it holds the lock already,
-  and a statement of this platform takes microseconds. Reads outside a transaction do not wait
-  either (WAL: readers never block).
+  opening the database, a writer's BEGIN IMMEDIATE (it waits for another process's writer: the
+  writers of this process take turns on an asyncio lock first), a COMMIT that wrote (it waits
+  for the disk) and ROLLBACK;
+- a statement inside a transaction runs at once, on the event loop: a writer holds the lock
+  already, a reader needs none (WAL), and a statement of this platform takes microseconds.
 
 So no code may await anything but the database inside a transaction (none does): a second
 transaction of the same process would wait for the first on the event loop, which the first
@@ -49,8 +49,17 @@ class Cursor:
         return None
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        if sql.lstrip()[:5].upper() == "BEGIN":
-            return await self._connection.run(self._execute, sql, parameters or ())
+        statement = sql.lstrip().upper()
+        if statement.startswith("BEGIN"):
+            self._connection.changes_at_begin = self._connection.sqlite.total_changes
+            if statement.startswith(("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")):
+                # A writer: waits for the write lock; a reader's plain BEGIN waits for nothing.
+                await self._connection.begin_writing()
+                try:
+                    return await self._connection.run(self._execute, sql, parameters or ())
+                except BaseException:
+                    self._connection.done_writing()
+                    raise
         return self._execute(sql, parameters or ())
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Cursor:
@@ -100,13 +109,18 @@ class _Immediate:
 
 
 class Connection:
-    def __init__(self, sqlite: sqlite3.Connection) -> None:
+    def __init__(self, sqlite: sqlite3.Connection, writers: asyncio.Lock) -> None:
         self.sqlite = sqlite
+        # The process's writers on this file take turns here rather than in SQLite's busy
+        # handler, which sleeps and polls (a writer of another process still waits there).
+        self._writers = writers
+        self._writing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         # Read by SQLAlchemy's aiosqlite adapter: the open connection, its queue, the raw one.
         self._connection: sqlite3.Connection | None = sqlite
         self._tx = _Immediate()
         self._conn = sqlite
+        self.changes_at_begin = -1  # total_changes when the transaction began
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -118,22 +132,42 @@ class Connection:
     def isolation_level(self) -> str | None:
         return self.sqlite.isolation_level
 
+    async def begin_writing(self) -> None:
+        await self._writers.acquire()
+        self._writing = True
+
+    def done_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._writers.release()
+
     async def commit(self) -> None:
-        await self.run(self.sqlite.commit)
+        try:
+            if self.sqlite.total_changes == self.changes_at_begin:
+                self.sqlite.commit()  # nothing written: nothing to wait for
+            else:
+                await self.run(self.sqlite.commit)
+        finally:
+            self.done_writing()
 
     async def rollback(self) -> None:
-        await self.run(self.sqlite.rollback)
+        try:
+            await self.run(self.sqlite.rollback)
+        finally:
+            self.done_writing()
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self.sqlite.create_function(*args, **kwargs)
 
     async def close(self) -> None:
+        self.done_writing()
         if self._connection is not None:
             self._connection = None
             await self.run(self.sqlite.close)
             self._executor.shutdown(wait=False)
 
     def stop(self) -> None:
+        self.done_writing()
         self._connection = None
         self._executor.shutdown(wait=False)
 
@@ -141,11 +175,13 @@ class Connection:
 def connector(path: str, timeout: float) -> Callable[[], Any]:
     """The `async_creator` of an engine on the SQLite database file at `path`."""
 
+    writers = asyncio.Lock()
+
     async def connect() -> Connection:
         def open_database() -> sqlite3.Connection:
             # Used from the event loop's thread and the connection's, never at the same time.
             return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
 
-        return Connection(await asyncio.to_thread(open_database))
+        return Connection(await asyncio.to_thread(open_database), writers)
 
     return connect

@@ -35,7 +35,7 @@ ROSTER_UPLOAD_BYTES = 64 * 1024 * 1024
 """A roster CSV may be this large (the platform's default body limit is far smaller)."""
 
 
-def entity_code(credit_code: str, _: Annotated[Principal, Depends(current_principal)]) -> str:
+async def entity_code(credit_code: str, _: Annotated[Principal, Depends(current_principal)]) -> str:
     """The path's credit code, validated (GB 32100 check characters included) and normalised;
     after the caller's token, so that no token is 401 whatever the path."""
     return checked_credit_code(credit_code)
@@ -100,7 +100,7 @@ async def entity_status(
 ) -> EntityStatus:
     """Entity, account, holdings by vintage and compliance status per year."""
     ENTITY.check_entity(principal, "read", code)  # before the lookup: a 404 tells it nothing
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         entity = await store.get_entity(conn, credit_code=code)
         if entity is None:
             raise NotFound("unknown_entity", f"{code} is not a registered entity")
@@ -175,7 +175,7 @@ async def upload_roster(
 )
 async def roster_import(import_id: str, context: Context, _: Operator) -> RosterImport:
     """How far an upload has got: rows done, registered and refused."""
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         row = await store.get_roster_import(conn, import_id=import_id)
         if row is None:
             raise NotFound("unknown_import", f"no roster upload {import_id}")
@@ -207,7 +207,7 @@ async def roster_import_rows(
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[ImportRow]:
     """Each row's result, in file order: `?status=refused` lists what was refused and why."""
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         if await store.get_roster_import(conn, import_id=import_id) is None:
             raise NotFound("unknown_import", f"no roster upload {import_id}")
         rows = await store.list_import_rows(

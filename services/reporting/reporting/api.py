@@ -76,7 +76,7 @@ async def get_report(
     context: Context,
     principal: Annotated[Principal, allowed(REPORT, "read")],
 ) -> ReportView:
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         row = await store.get_report(conn, report_id=report_id)
         if row is None:
             raise NotFound("unknown_report", f"no report {report_id}")
@@ -97,7 +97,7 @@ async def list_reports(
     """Reports in submission order: an entity sees its own, a district those of its entities,
     the Bureau all (filtered by `credit_code` if given)."""
     scope = REPORT.scope(principal, "read")
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         rows = await store.list_reports(
             conn, credit_code=scope.credit_code or credit_code, district=scope.district
         )

@@ -34,7 +34,7 @@ async def list_cases(
     """Cases in the order they were opened: the Bureau sees all, an agency those assigned to
     it, an entity its own."""
     scope = CASE.scope(principal, "read")
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         rows = await store.list_cases(
             conn,
             credit_code=scope.credit_code or credit_code,
@@ -50,7 +50,7 @@ async def get_case(
     context: Context,
     principal: Annotated[Principal, allowed(CASE, "read")],
 ) -> CaseView:
-    async with context.engine.connect() as conn:
+    async with context.reader.connect() as conn:
         row = await commands.load_case(conn, case_id)
     CASE.check(principal, "read", Owner(credit_code=row.credit_code, agency=row.agency_id))
     return commands.case_view(row)
