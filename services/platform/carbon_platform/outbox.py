@@ -94,6 +94,7 @@ class OutboxRelay:
         idle_poll_s: float = 1.0,
         lease_s: float = 10.0,
         history_check_s: float = 1.0,
+        linger_s: float = 0.002,
     ) -> None:
         self._engine = engine
         self._reader = read_only(engine)
@@ -109,6 +110,7 @@ class OutboxRelay:
         self._idle_poll_s = idle_poll_s
         self._lease_s = lease_s
         self._history_check_s = history_check_s
+        self._linger_s = linger_s
         self._wakeup = asyncio.Event()
         self._lease_until = _EPOCH
         self._next_history_check = 0.0
@@ -145,6 +147,8 @@ class OutboxRelay:
                 if not busy:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), timeout=self._idle_poll_s)
+                        # A moment for the commits that come with this one to join its batch.
+                        await asyncio.sleep(self._linger_s)
                     self._wakeup.clear()
         finally:
             with contextlib.suppress(Exception):

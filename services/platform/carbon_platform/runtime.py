@@ -183,7 +183,16 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpService(Service):
     def __init__(self, api: FastAPI, *, host: str, port: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        config = uvicorn.Config(api, host=host, port=port, log_config=None, access_log=False)
+        config = uvicorn.Config(
+            api,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            # Longer than clients' and proxies' idle timeouts: a client must never send a request
+            # on a connection the server is closing (uvicorn's default is 5 s).
+            timeout_keep_alive=75,
+        )
         self.server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -6,9 +6,9 @@ and those hand-offs, not SQLite, were most of a consumed event's cost. This conn
 same interface (what the dialect calls of aiosqlite) and splits the work by what can wait:
 
 - what may wait goes to the connection's own thread, so the event loop never blocks on it:
-  opening the database, a writer's BEGIN IMMEDIATE (it waits for another process's writer: the
-  writers of this process take turns on an asyncio lock first), a COMMIT that wrote (it waits
-  for the disk) and ROLLBACK;
+  opening the database, a writer's BEGIN IMMEDIATE when another process writes (the writers of
+  this process take turns on an asyncio lock first, and a free lock is taken at once), and a
+  COMMIT or ROLLBACK of a transaction that wrote (it waits for the disk);
 - a statement inside a transaction runs at once, on the event loop: a writer holds the lock
   already, a reader needs none (WAL), and a statement of this platform takes microseconds.
 
@@ -56,6 +56,8 @@ class Cursor:
                 # A writer: waits for the write lock; a reader's plain BEGIN waits for nothing.
                 await self._connection.begin_writing()
                 try:
+                    if self._connection.try_at_once(sql):
+                        return self
                     return await self._connection.run(self._execute, sql, parameters or ())
                 except BaseException:
                     self._connection.done_writing()
@@ -109,8 +111,11 @@ class _Immediate:
 
 
 class Connection:
-    def __init__(self, sqlite: sqlite3.Connection, writers: asyncio.Lock) -> None:
+    def __init__(
+        self, sqlite: sqlite3.Connection, writers: asyncio.Lock, busy_timeout_ms: int
+    ) -> None:
         self.sqlite = sqlite
+        self._busy_timeout_ms = busy_timeout_ms
         # The process's writers on this file take turns here rather than in SQLite's busy
         # handler, which sleeps and polls (a writer of another process still waits there).
         self._writers = writers
@@ -136,6 +141,20 @@ class Connection:
         await self._writers.acquire()
         self._writing = True
 
+    def try_at_once(self, begin: str) -> bool:
+        """BEGIN IMMEDIATE without waiting: true when the write lock was free (no other
+        process writes), so no hand-off to the connection's thread was needed."""
+        self.sqlite.execute("PRAGMA busy_timeout = 0")
+        try:
+            self.sqlite.execute(begin)
+            return True
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            return False
+        finally:
+            self.sqlite.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+
     def done_writing(self) -> None:
         if self._writing:
             self._writing = False
@@ -152,7 +171,10 @@ class Connection:
 
     async def rollback(self) -> None:
         try:
-            await self.run(self.sqlite.rollback)
+            if self.sqlite.total_changes == self.changes_at_begin:
+                self.sqlite.rollback()  # nothing written: nothing to wait for
+            else:
+                await self.run(self.sqlite.rollback)
         finally:
             self.done_writing()
 
@@ -182,6 +204,6 @@ def connector(path: str, timeout: float) -> Callable[[], Any]:
             # Used from the event loop's thread and the connection's, never at the same time.
             return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
 
-        return Connection(await asyncio.to_thread(open_database), writers)
+        return Connection(await asyncio.to_thread(open_database), writers, int(timeout * 1000))
 
     return connect
