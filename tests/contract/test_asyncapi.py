@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, get_args
 
@@ -50,9 +51,9 @@ def test_committed_document_equals_generated() -> None:
     assert export.asyncapi_document() == DOC
 
 
-def test_asyncapi_version_is_3() -> None:
+def test_asyncapi_version_is_3_and_its_info_the_contracts_version() -> None:
     assert DOC["asyncapi"] == "3.0.0"
-    assert DOC["info"]["version"] == "1.0.0"
+    assert DOC["info"]["version"] == version("carbon-contracts")
 
 
 def test_every_catalogue_topic_has_a_channel_and_vice_versa() -> None:

@@ -198,7 +198,9 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
         description = (
             f"Dead letters of the {topic.owner} service: the original key, value and headers of a "
             "message it could not process, plus dlq_* context headers (original topic, partition, "
-            "offset, error class and message, time). Kept 30 days for replay; not a domain feed."
+            "offset, error class and message, time). A message too large to copy is referred to "
+            "instead (dlq_reference: true, dlq_original_size, the first 1024 bytes of its value, "
+            "its headers up to 16 KiB). Kept 30 days for replay; not a domain feed."
         )
     else:
         description = (
@@ -255,7 +257,7 @@ def asyncapi_document(cat: Catalogue | None = None) -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Carbon ETS platform events",
-            "version": "1.0.0",
+            "version": "1.1.0",
             "description": (
                 "Events of the Shanghai carbon emissions trading compliance cycle. Envelope: "
                 "CloudEvents 1.0 in binary mode (CloudEvents Kafka protocol binding): the "

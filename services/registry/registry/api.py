@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from carbon_contracts.errors import NotFound
+from carbon_contracts.errors import Invalid, NotFound
 from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
 from carbon_platform.auth import Principal, current_principal
 from carbon_platform.context import Context
@@ -162,7 +162,7 @@ async def upload_roster(
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError as error:
-        raise HTTPException(422, f"the roster is not UTF-8: {error}") from error
+        raise Invalid("invalid_csv", f"the roster is not UTF-8: {error}") from error
     upload = await context.execute(
         commands.upload_roster, RosterUpload(text=text, uploaded_by=principal.subject)
     )

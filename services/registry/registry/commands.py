@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -300,7 +301,8 @@ async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
 
 def _roster_rows(text: str) -> list[tuple[int, str, dict[str, str]]]:
     """(line, credit code as written, fields) of each data row; a sound header first."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey="_extra")
+    # strict: a stray quote is an error of the file, not a field that swallows the rows after it
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey="_extra", strict=True)
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [name for name in ROSTER_COLUMNS if name not in header]
     unknown = [name for name in header if name not in (*ROSTER_COLUMNS, *ROSTER_OPTIONAL)]
@@ -314,13 +316,15 @@ def _roster_rows(text: str) -> list[tuple[int, str, dict[str, str]]]:
         )
     reader.fieldnames = header
     rows: list[tuple[int, str, dict[str, str]]] = []
+    first_line = reader.line_num + 1  # a quoted field may span lines: a row is where it starts
     for fields in reader:
         if len(rows) >= ROSTER_MAX_ROWS:
             raise Invalid("invalid_csv", f"more than {ROSTER_MAX_ROWS} rows; split the file")
         values = {k: v.strip() for k, v in fields.items() if isinstance(v, str)}
         if "_extra" in fields:
             values["_extra"] = ",".join(fields["_extra"])
-        rows.append((reader.line_num, values.get("credit_code", ""), values))
+        rows.append((first_line, values.get("credit_code", ""), values))
+        first_line = reader.line_num + 1
     return rows
 
 
@@ -357,10 +361,9 @@ def _registration(fields_json: str) -> Registration:
     absent = [name for name in ROSTER_COLUMNS if name not in fields]
     if absent:
         raise Invalid("invalid_row", f"fewer values than columns: no {', '.join(absent)}")
-    try:
-        year = int(fields["compliance_year"])
-    except ValueError:
-        raise Invalid("invalid_row", f"compliance_year {fields['compliance_year']!r}") from None
+    if not re.fullmatch(r"[0-9]{4}", fields["compliance_year"]):
+        raise Invalid("invalid_row", f"compliance_year {fields['compliance_year']!r}: four digits")
+    year = int(fields["compliance_year"])
     flag = fields.get("new_entrant", "").lower()
     if flag not in ("", "true", "false"):
         raise Invalid("invalid_row", f"new_entrant {fields['new_entrant']!r}: true or false")
