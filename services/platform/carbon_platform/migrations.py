@@ -104,6 +104,7 @@ def upgrade_messaging_tables_v2() -> None:
         outbox.add_column(sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True))
         outbox.add_column(sa.Column("park_reason", sa.String(500), nullable=True))
     op.create_index("ix_outbox_topic", "outbox", ["topic", "id"])
+    op.create_index("ix_outbox_parked", "outbox", ["parked_at"])
     lease = op.create_table(
         "outbox_lease",
         sa.Column("name", sa.String(32), primary_key=True),

@@ -104,6 +104,7 @@ def outbox_table(metadata: MetaData) -> Table:
     )
     Index("ix_outbox_pending", table.c.published_at, table.c.id)
     Index("ix_outbox_topic", table.c.topic, table.c.id)
+    Index("ix_outbox_parked", table.c.parked_at)
     return table
 
 
