@@ -198,9 +198,10 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
         description = (
             f"Dead letters of the {topic.owner} service: the original key, value and headers of a "
             "message it could not process, plus dlq_* context headers (original topic, partition, "
-            "offset, error class and message, time). A message too large to copy is referred to "
-            "instead (dlq_reference: true, dlq_original_size, the first 1024 bytes of its value, "
-            "its headers up to 16 KiB). Kept 30 days for replay; not a domain feed."
+            "offset, error class and message, time, the letter's own id). A message too large to "
+            "copy is referred to instead (dlq_reference: true, dlq_original_size, the first 1024 "
+            "bytes of its value, its headers up to 16 KiB). Kept 30 days for replay; not a domain "
+            "feed."
         )
     else:
         description = (

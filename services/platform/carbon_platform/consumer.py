@@ -45,6 +45,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     socket.gaierror,
 )
 DLQ_PREFIX = "dlq_"
+LETTER_ID = "dlq_letter_id"
 # Room a letter needs beyond the original record: the dlq_* headers and their values.
 _LETTER_OVERHEAD = 8 * 1024
 # What a reference letter keeps of a record too large to dead-letter whole.
@@ -302,12 +303,15 @@ class EventConsumer:
             value = value[:_PREFIX_BYTES]
             headers = _within(headers, _HEADER_BYTES)
             context_headers |= {"dlq_reference": "true", "dlq_original_size": str(size)}
+        # The letter's own id: its ce_id header is the original record's, if it had one.
+        letter_id = str(uuid4())
+        context_headers[LETTER_ID] = letter_id
         return Outgoing(
             topic=self._dlq.name,
             key=raw.key if raw.key is None or len(raw.key) <= _PREFIX_BYTES else None,
             value=value,
             headers=[*headers, *((k, v.encode()) for k, v in context_headers.items())],
-            event_id=str(uuid4()),
+            event_id=letter_id,
             event_type="dead_letter",
         )
 

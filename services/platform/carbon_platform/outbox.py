@@ -8,8 +8,9 @@ others stand by and take over when it lapses, so each row is sent once and in or
 broker can never take (too large) is parked instead of blocking the rows behind it.
 
 The outbox is also the service's durable log. Each published row keeps the partition and offset
-the broker gave it. Every second, and before it sends anything after a failed send, the relay
-checks that the last record it published is still where the broker put it; when it is not (a new
+the broker gave it. Before it sends anything after a quiet moment or a failed send, and every
+few seconds, the relay checks that the last record it published is still where the broker put
+it; when it is not (a new
 embedded broker: Tansu keeps records in memory only), every topic whose last record is gone has
 its history published again, in order, with the original event ids, before anything newer.
 """
@@ -93,7 +94,8 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_poll_s: float = 1.0,
         lease_s: float = 10.0,
-        history_check_s: float = 1.0,
+        history_check_s: float = 5.0,
+        quiet_s: float = 0.25,
         linger_s: float = 0.002,
     ) -> None:
         self._engine = engine
@@ -110,12 +112,17 @@ class OutboxRelay:
         self._idle_poll_s = idle_poll_s
         self._lease_s = lease_s
         self._history_check_s = history_check_s
+        self._quiet_s = quiet_s
+        self._last_send_at = 0.0
         self._linger_s = linger_s
         self._wakeup = asyncio.Event()
         self._lease_until = _EPOCH
         self._next_history_check = 0.0
         self._suspect = True  # check before the first send
-        self._last_sent: Any = None  # the newest published row: (event_id, topic, partition, ...)
+        # Marks of published rows, (row id, event_id, topic, partition, offset): the newest sent,
+        # and the newest sent before the last history check that found everything in place.
+        self._last_sent: Any = None
+        self._anchor: Any = None
         self.healthy = False
         self.leader = False
         self.oldest_pending_age = 0.0
@@ -161,14 +168,16 @@ class OutboxRelay:
             await self.update_gauges()
             return False
         rows = await self._pending()
-        loop = asyncio.get_running_loop()
-        if self._suspect or loop.time() >= self._next_history_check:
-            # A broker that lost our history must get it back before anything new. A broker
-            # that went away made a send fail (suspect); else a check a second is enough:
-            # a broker cannot come back empty between two sends a second apart unnoticed.
+        now = asyncio.get_running_loop().time()
+        # A broker that lost our history must get it back before anything new. While sends
+        # follow each other closely the broker cannot have gone and come back between them
+        # unnoticed (a send to a broker that is gone fails: suspect); after a quiet moment it
+        # could have, silently (the producer reconnects): check before sending again.
+        quiet = now - self._last_send_at >= self._quiet_s
+        if self._suspect or now >= self._next_history_check or (rows and quiet):
             if await self._restore_lost_history():
                 rows = await self._pending()
-            self._next_history_check = loop.time() + self._history_check_s
+            self._next_history_check = now + self._history_check_s
             self._suspect = False
         return await self.publish(rows) == self._batch_size
 
@@ -189,7 +198,7 @@ class OutboxRelay:
         leader = taken.rowcount == 1
         if leader and not self.leader:
             log.info("this instance now publishes the outbox (lease %s)", self._instance)
-            self._last_sent = None  # read afresh: another instance published meanwhile
+            self._last_sent = self._anchor = None  # another instance published meanwhile
         elif self.leader and not leader:
             log.warning("outbox lease lost to another instance; standing by")
         self.leader = leader
@@ -250,7 +259,9 @@ class OutboxRelay:
         for row in rows:
             if row.id in sent:
                 metrics.EVENTS_PUBLISHED.labels(row.topic, row.event_type).inc()
-                self._last_sent = (row.event_id, row.topic, *sent[row.id])
+                self._last_sent = (row.id, row.event_id, row.topic, *sent[row.id])
+        if sent:
+            self._last_send_at = asyncio.get_running_loop().time()
         if parked or len(rows) == self._batch_size:  # there may be more: count them
             await self.update_gauges()
         else:
@@ -293,41 +304,51 @@ class OutboxRelay:
         return sent, parked
 
     async def _restore_lost_history(self) -> bool:
-        """If the last record we published is gone from the broker, find every topic of ours
-        whose last record is gone and mark its history for publishing again. True if any was."""
+        """If the broker no longer holds what we published, mark the history of every topic of
+        ours that lost records for publishing again. True if any was.
+
+        Two marks are checked: the last row sent, and the last one sent before the previous
+        check (the anchor). A broker that came back empty while a send was waiting for it takes
+        that send without an error (the producer reconnects and delivers), so the last row sent
+        can be on the new broker; the anchor, sent to the old one, then is not."""
         if self._last_sent is None:
             self._last_sent = await self._newest_published(None)
             if self._last_sent is None:
                 return False  # nothing published yet
-        event_id, topic, partition, offset = self._last_sent
-        found = await self._record_at(topic, partition, offset)
-        if found == event_id:
+        gone = [
+            mark
+            for mark in (self._last_sent, self._anchor)
+            if mark is not None and await self._record_at(*mark[2:]) != mark[1]
+        ]
+        if not gone:
+            self._anchor = self._last_sent
             return False
+        _, event_id, topic, partition, offset = gone[0]
         log.warning(
-            "the last event published, %s, is no longer at %s/%d/%d (found: %s)",
-            event_id,
-            topic,
-            partition,
-            offset,
-            found,
+            "an event published, %s, is no longer at %s/%d/%d", event_id, topic, partition, offset
         )
+        # Everything up to the newest mark that is gone may be lost: check each topic's newest
+        # row sent by then.
+        boundary = max(mark[0] for mark in gone)
         lost = []
         for name in self._topics:
-            newest = await self._newest_published(name)
-            if newest is not None and await self._record_at(*newest[1:]) != newest[0]:
+            newest = await self._newest_published(name, up_to=boundary)
+            if newest is not None and await self._record_at(*newest[2:]) != newest[1]:
                 lost.append(name)
         if lost:
             await self._ensure_topics()
             await self._publish_again(lost)
-        self._last_sent = None
+        self._last_sent = self._anchor = None
         return bool(lost)
 
-    async def _newest_published(self, topic: str | None) -> Any:
-        """(event_id, topic, partition, offset) of the newest published row the broker should
-        still hold, of one topic or of any."""
+    async def _newest_published(self, topic: str | None, up_to: int | None = None) -> Any:
+        """(row id, event_id, topic, partition, offset) of the newest published row that the
+        broker should still hold, of one topic or of any, and no newer than row `up_to`."""
         outbox = self._outbox
         query = (
-            select(outbox.c.event_id, outbox.c.topic, outbox.c.partition, outbox.c.offset)
+            select(
+                outbox.c.id, outbox.c.event_id, outbox.c.topic, outbox.c.partition, outbox.c.offset
+            )
             .where(outbox.c.published_at.is_not(None))
             .where(outbox.c.offset.is_not(None))
             .order_by(outbox.c.id.desc())
@@ -339,6 +360,8 @@ class OutboxRelay:
             )
         else:
             query = query.where(outbox.c.topic.in_(list(self._topics)))
+        if up_to is not None:
+            query = query.where(outbox.c.id <= up_to)
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else tuple(row)

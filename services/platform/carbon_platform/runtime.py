@@ -26,7 +26,7 @@ from carbon_platform import metrics
 from carbon_platform.broker import create_topics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import RawMessage
-from carbon_platform.consumer import EventConsumer
+from carbon_platform.consumer import LETTER_ID, EventConsumer
 from carbon_platform.context import Handler, ServiceContext, ServiceDefinition
 from carbon_platform.db import make_engine
 from carbon_platform.dlq import dead_letter_router, parked_router
@@ -270,8 +270,9 @@ class BrokerProbe:
                 await client.stop()
 
     async def record_at(self, topic: str, partition: int, offset: int) -> str | None:
-        """The ce_id of the record the broker holds at this position, or None when it holds
-        none there (a new broker, a topic created again) or does not answer in time."""
+        """The outbox id of the record the broker holds at this position (its ce_id, or a dead
+        letter's `dlq_letter_id`), or None when it holds none there (a new broker, a topic
+        created again) or does not answer in time."""
         client = await self._connected()
         if topic not in await client.topics():  # a new broker may not have the topic at all
             return None
@@ -282,7 +283,10 @@ class BrokerProbe:
         found = await client.getmany(tp, timeout_ms=wait_ms, max_records=1)
         for record in found.get(tp, []):
             if record.offset == offset:
-                return dict(record.headers).get("ce_id", b"").decode(errors="replace")
+                headers = dict(record.headers)
+                # The outbox row's id: a dead letter's own, else the event's ce_id.
+                identity = headers.get(LETTER_ID) or headers.get("ce_id", b"")
+                return identity.decode(errors="replace")
         return None
 
     async def stop(self) -> None:
