@@ -171,3 +171,31 @@ async def test_a_row_too_large_is_parked_and_the_rows_behind_it_go_on(relays: Re
     on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
     assert [r.headers["ce_id"].decode() for r in on_topic] == [before.event_id, after.event_id]
     assert relay.oldest_pending_age == 0  # a parked row does not stall the outbox
+
+
+async def test_history_lost_with_the_broker_is_published_again_in_order(relays: Relays) -> None:
+    relay = await relays.relay("registry-1")
+    history = [registration(n) for n in range(3)]
+    await relays.commit(*history)
+    await relay._step()  # publishes the three
+    assert await relay._restore_lost_history() is False  # in place: they anchor the next check
+
+    # The broker vanishes and an empty one takes its place; a send that was waiting for it goes
+    # through without an error (the producer reconnects), so the last event sent is on it.
+    await asyncio.to_thread(relays.broker.kill)
+    await asyncio.to_thread(relays.broker.start)
+    late = registration(9)
+    await relays.commit(late)
+    assert await relay.publish(await relay._pending()) == 1
+
+    assert await relay._restore_lost_history() is True  # the anchor is gone
+    await relay._step()
+
+    on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
+    ids = [r.headers["ce_id"].decode() for r in on_topic]
+    assert set(ids) == {event.event_id for event in [*history, late]}
+    for partition in {r.partition for r in on_topic}:
+        in_partition = [r.headers["ce_id"].decode() for r in on_topic if r.partition == partition]
+        again = [i for i in in_partition if i in {e.event_id for e in history}]
+        assert again == [e.event_id for e in history if e.event_id in again]  # original order
+    assert metrics.OUTBOX_REPUBLISHED_TOTAL.labels("entity.registered")._value.get() >= 3
