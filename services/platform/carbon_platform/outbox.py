@@ -27,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError, UnknownError
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -91,6 +92,7 @@ class OutboxRelay:
         topics: Mapping[str, Topic],
         record_at: RecordAt,
         ensure_topics: Callable[[], Awaitable[object]],
+        recreate_topic: Callable[[str], Awaitable[object]],
         batch_size: int = 500,
         idle_poll_s: float = 1.0,
         lease_s: float = 10.0,
@@ -108,6 +110,7 @@ class OutboxRelay:
         self._topics = topics  # the topics this service owns, by name
         self._record_at = record_at
         self._ensure_topics = ensure_topics
+        self._recreate_topic = recreate_topic
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._lease_s = lease_s
@@ -119,6 +122,7 @@ class OutboxRelay:
         self._lease_until = _EPOCH
         self._next_history_check = 0.0
         self._suspect = True  # check before the first send
+        self._recovering = False  # send one by one until a batch goes through whole
         # Marks of published rows, (row id, event_id, topic, partition, offset): the newest sent,
         # and the newest sent before the last history check that found everything in place.
         self._last_sent: Any = None
@@ -145,6 +149,7 @@ class OutboxRelay:
                     metrics.RELAY_ERRORS.inc()
                     self.healthy = False
                     self._suspect = True  # the broker may come back without our history
+                    self._recovering = True
                     log.warning("outbox relay failed; retrying in %.1fs: %r", backoff, error)
                     with contextlib.suppress(Exception):  # the backlog grows while it lasts
                         await self.update_gauges()
@@ -237,7 +242,10 @@ class OutboxRelay:
             return 0
         # Checked against our lease, so that a relay that took over cannot send the same rows.
         budget = (self._lease_until - datetime.now(UTC)).total_seconds() - self._lease_s / 6
-        sent, parked = await asyncio.wait_for(self._send(rows), timeout=max(budget, 0.1))
+        one_by_one = self._recovering
+        sent, parked, failure = await asyncio.wait_for(
+            self._send(rows, one_by_one=one_by_one), timeout=max(budget, 0.1)
+        )
         now = self._clock.now()
         outbox = self._outbox
         async with self._engine.begin() as conn:
@@ -262,19 +270,35 @@ class OutboxRelay:
                 self._last_sent = (row.id, row.event_id, row.topic, *sent[row.id])
         if sent:
             self._last_send_at = asyncio.get_running_loop().time()
+        if failure is not None:
+            self._recovering = True
+            row, error = failure
+            if isinstance(error, UnknownError):
+                await self._repair(row)
+            raise error  # what was sent is marked; the rest goes again, after a pause
+        if one_by_one:
+            self._recovering = False
         if parked or len(rows) == self._batch_size:  # there may be more: count them
             await self.update_gauges()
         else:
             self._set_gauges(pending=0, oldest=None)
         return len(rows)
 
-    async def _send(self, rows: Sequence[Any]) -> tuple[dict[int, tuple[int, int]], dict[int, str]]:
-        """Send rows in order; aiokafka keeps one batch in flight per partition, so per-key
-        order holds. Returns where each row sent landed (partition, offset) by row id, and the
-        ids to park with why."""
+    async def _send(
+        self, rows: Sequence[Any], *, one_by_one: bool
+    ) -> tuple[dict[int, tuple[int, int]], dict[int, str], tuple[Any, BaseException] | None]:
+        """Send rows in order: where each row sent landed (partition, offset) by row id, the ids
+        to park with why, and the first row the broker failed to take, with its error.
+
+        Normally all at once: aiokafka keeps one batch in flight per partition, so per-key order
+        holds while the broker answers. After a failure (and for history published again), one
+        by one until a batch goes through whole: a failed send then stops the rows behind it,
+        which a batch in flight cannot do, so the order on the broker is kept."""
         assert self.producer is not None, "the relay runs once its producer has started"
         parked: dict[int, str] = {}
-        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
+        sent: dict[int, tuple[int, int]] = {}
+        deliveries: list[tuple[Any, asyncio.Future[Any]]] = []
+        failure: tuple[Any, BaseException] | None = None
         for row in rows:
             headers = _load_headers(row.headers)
             limit = self._topics[row.topic].max_message_bytes if row.topic in self._topics else 0
@@ -286,22 +310,27 @@ class OutboxRelay:
                 delivery = await self.producer.send(
                     row.topic, value=row.value, key=row.key, headers=headers
                 )
+                if one_by_one:
+                    landed = await delivery
+                    sent[row.id] = (landed.partition, landed.offset)
+                else:
+                    deliveries.append((row, delivery))
             except _UNPUBLISHABLE as error:
                 parked[row.id] = f"{type(error).__name__}: {error}"
-                continue
-            deliveries.append((row.id, delivery))
+            except Exception as error:
+                failure = (row, error)
+                break
         results = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-        sent: dict[int, tuple[int, int]] = {}
-        for (row_id, _), result in zip(deliveries, results, strict=True):
+        for (row, _), result in zip(deliveries, results, strict=True):
             if isinstance(result, _UNPUBLISHABLE):
-                parked[row_id] = f"{type(result).__name__}: {result}"
+                parked[row.id] = f"{type(result).__name__}: {result}"
             elif isinstance(result, BaseException):
-                raise result  # the broker failed: nothing after it is marked, all is sent again
+                failure = failure or (row, result)
             else:
-                sent[row_id] = (result.partition, result.offset)
+                sent[row.id] = (result.partition, result.offset)
         for row_id, reason in parked.items():
             log.error("outbox row %d parked, never to be published: %s", row_id, reason)
-        return sent, parked
+        return sent, parked, failure
 
     async def _restore_lost_history(self) -> bool:
         """If the broker no longer holds what we published, mark the history of every topic of
@@ -338,12 +367,36 @@ class OutboxRelay:
         if lost:
             await self._ensure_topics()
             await self._publish_again(lost)
+            self._recovering = True
         self._last_sent = self._anchor = None
         return bool(lost)
 
-    async def _newest_published(self, topic: str | None, up_to: int | None = None) -> Any:
+    async def _repair(self, row: Any) -> None:
+        """Tansu takes a send to a topic it does not have yet (one in flight as it came back
+        empty), then, once the topic is created, refuses every send to that partition with an
+        UnknownError. A partition that refuses a row that way and holds none of the rows we
+        published to it has nothing of ours to keep: its topic is created again and its history
+        published again. Where ACLs apply a service may not delete topics, and this fails."""
+        topic = self._topics[row.topic]
+        partition = DefaultPartitioner()(row.key, list(range(topic.partitions)), None)
+        newest = await self._newest_published(topic.name, partition=partition)
+        if newest is not None and await self._record_at(*newest[2:]) == newest[1]:
+            return  # it holds our history: not a topic to throw away
+        log.warning(
+            "%s/%d refuses every send and holds none of our records: creating %s again",
+            topic.name,
+            partition,
+            topic.name,
+        )
+        await self._recreate_topic(topic.name)
+        await self._publish_again([topic.name])
+
+    async def _newest_published(
+        self, topic: str | None, up_to: int | None = None, partition: int | None = None
+    ) -> Any:
         """(row id, event_id, topic, partition, offset) of the newest published row that the
-        broker should still hold, of one topic or of any, and no newer than row `up_to`."""
+        broker should still hold, of one topic (or one partition of it) or of any, and no newer
+        than row `up_to`."""
         outbox = self._outbox
         query = (
             select(
@@ -362,6 +415,8 @@ class OutboxRelay:
             query = query.where(outbox.c.topic.in_(list(self._topics)))
         if up_to is not None:
             query = query.where(outbox.c.id <= up_to)
+        if partition is not None:
+            query = query.where(outbox.c.partition == partition)
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else tuple(row)

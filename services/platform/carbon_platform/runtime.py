@@ -23,7 +23,7 @@ from mode import Service
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.policy import load_policy
 from carbon_platform import metrics
-from carbon_platform.broker import create_topics
+from carbon_platform.broker import create_topics, recreate_topic
 from carbon_platform.clock import Clock
 from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import LETTER_ID, EventConsumer
@@ -383,6 +383,11 @@ def run_service(definition: ServiceDefinition) -> None:
             **client_options(settings),
         )
 
+    async def recreate_owned_topic(name: str) -> None:
+        await recreate_topic(
+            settings.kafka_bootstrap, catalogue(), name, **client_options(settings)
+        )
+
     relay = OutboxRelay(
         engine=engine,
         outbox=definition.tables.outbox,
@@ -392,6 +397,7 @@ def run_service(definition: ServiceDefinition) -> None:
         topics=owned,
         record_at=probe.record_at,
         ensure_topics=ensure_owned_topics,
+        recreate_topic=recreate_owned_topic,
         lease_s=settings.outbox_lease_s,
     )
     context.relay = relay

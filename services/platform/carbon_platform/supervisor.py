@@ -72,7 +72,7 @@ class Supervisor:
 
         def start() -> subprocess.Popen[bytes]:
             process = start_tansu(port, log)
-            asyncio.run(create_topics(bootstrap, catalogue()))
+            asyncio.run(create_topics(bootstrap, catalogue(), replace_misshapen=True))
             return process
 
         self.broker = Supervised("broker", start, lambda: True, log)
