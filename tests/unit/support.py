@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EventPayload
+from carbon_contracts.events import EventPayload, ReportLine, ReportSubmitted
 from carbon_contracts.policy import default_policy_path, load_policy
 from carbon_platform.auth import Role, issue_token
 from carbon_platform.clock import Clock
@@ -38,6 +40,34 @@ DEADLINE = POLICY.deadlines.surrender
 """2025-06-30T17:00:00+08:00: a surrender is on time strictly before it."""
 IN_THE_CYCLE = datetime(2025, 4, 15, 10, 0, tzinfo=SHANGHAI)
 """Where every test's clock starts: verification season of compliance year 2024."""
+
+
+def report_submitted(
+    code: str,
+    report_id: UUID,
+    *,
+    heat_gj: str = "1000",
+    emissions: str = "60.000",
+    at: datetime = datetime(2025, 3, 1, tzinfo=UTC),
+) -> ReportSubmitted:
+    """A 2024 report of one line, purchased heat at the default table's 0.06 tCO2/GJ."""
+    return ReportSubmitted(
+        credit_code=code,
+        compliance_year=2024,
+        report_id=report_id,
+        factor_table="shanghai-default-2024.1",
+        lines=[
+            ReportLine(
+                source="heat",
+                activity=Decimal(heat_gj),
+                unit="GJ",
+                factor=Decimal("0.06"),
+                emissions=Decimal(emissions),
+            )
+        ],
+        total_emissions=Decimal(emissions),
+        submitted_at=at,
+    )
 
 
 class SetClock(Clock):

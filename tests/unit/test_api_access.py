@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -17,8 +17,6 @@ import pytest
 from carbon_contracts.events import (
     AccountOpened,
     EntityRegistered,
-    ReportLine,
-    ReportSubmitted,
     VerificationApproved,
 )
 from carbon_platform.auth import issue_token
@@ -31,7 +29,7 @@ from registry.service import SERVICE as REGISTRY
 from reporting import commands as reporting_commands
 from reporting.schemas import ActivityInput, SubmitReport
 from reporting.service import SERVICE as REPORTING
-from tests.unit.support import Harness, harness
+from tests.unit.support import Harness, harness, report_submitted
 from verification import commands as verification_commands
 from verification.domain.case import case_id_for
 from verification.schemas import AssignCase
@@ -452,26 +450,6 @@ async def test_report_listings_are_scoped(
 
 
 # --- verification -----------------------------------------------------------------------------
-
-
-def report_submitted(code: str, report_id: UUID) -> ReportSubmitted:
-    return ReportSubmitted(
-        credit_code=code,
-        compliance_year=2024,
-        report_id=report_id,
-        factor_table="shanghai-default-2024.1",
-        lines=[
-            ReportLine(
-                source="heat",
-                activity=Decimal("1000"),
-                unit="GJ",
-                factor=Decimal("0.06"),
-                emissions=Decimal("60.000"),
-            )
-        ],
-        total_emissions=Decimal("60.000"),
-        submitted_at=datetime(2025, 3, 1, tzinfo=UTC),
-    )
 
 
 async def opened(verification: Harness, code: str, agency: str | None = None) -> str:

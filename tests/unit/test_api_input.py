@@ -14,8 +14,6 @@ import pytest
 
 from carbon_contracts.events import (
     EntityRegistered,
-    ReportLine,
-    ReportSubmitted,
     VerificationApproved,
 )
 from registry import commands as registry_commands
@@ -24,7 +22,7 @@ from registry.domain.credit_code import make_credit_code
 from registry.schemas import OpenAccount, Registration
 from registry.service import SERVICE as REGISTRY
 from reporting import store as reporting_store
-from tests.unit.support import Harness
+from tests.unit.support import Harness, report_submitted
 from verification import commands as verification_commands
 from verification.domain.case import case_id_for
 from verification.schemas import AssignCase
@@ -141,25 +139,7 @@ async def test_a_decimal_string_is_accepted(verification: Harness) -> None:
 
 async def assigned_case(verification: Harness) -> str:
     report_id = uuid4()
-    await verification.handle(
-        ReportSubmitted(
-            credit_code=CODE,
-            compliance_year=2024,
-            report_id=report_id,
-            factor_table="shanghai-default-2024.1",
-            lines=[
-                ReportLine(
-                    source="heat",
-                    activity=Decimal("1000"),
-                    unit="GJ",
-                    factor=Decimal("0.06"),
-                    emissions=Decimal("60.000"),
-                )
-            ],
-            total_emissions=Decimal("60.000"),
-            submitted_at=datetime(2025, 3, 1, tzinfo=UTC),
-        )
-    )
+    await verification.handle(report_submitted(CODE, report_id))
     case_id = str(case_id_for(report_id))
     await verification.run(
         verification_commands.assign, AssignCase(case_id=case_id, agency_id=AGENCY)

@@ -17,15 +17,13 @@ from carbon_contracts.events import (
     EntityRegistered,
     EventPayload,
     PreallocationIssued,
-    ReportLine,
-    ReportSubmitted,
     SurrenderCompleted,
     VerificationApproved,
     VerificationAssigned,
 )
 from notifier import commands, store
 from registry.domain.credit_code import make_credit_code
-from tests.unit.support import DEADLINE, SHANGHAI, Harness, consumed
+from tests.unit.support import DEADLINE, SHANGHAI, Harness, consumed, report_submitted
 
 CODE = make_credit_code(1)
 AT = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
@@ -53,22 +51,7 @@ def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
     return {
         "entity.registered": entity_registered(code),
         "account.opened": AccountOpened(**common, account_id=f"SHEA-{code}", opened_at=AT),
-        "report.submitted": ReportSubmitted(
-            **common,
-            report_id=REPORT_ID,
-            factor_table="shanghai-default-2024.1",
-            lines=[
-                ReportLine(
-                    source="heat",
-                    activity=Decimal("1000"),
-                    unit="GJ",
-                    factor=Decimal("0.06"),
-                    emissions=Decimal("60.000"),
-                )
-            ],
-            total_emissions=Decimal("60.000"),
-            submitted_at=AT,
-        ),
+        "report.submitted": report_submitted(code, REPORT_ID, at=AT),
         "verification.assigned": VerificationAssigned(
             **common, case_id=CASE_ID, report_id=REPORT_ID, agency_id="sh-verify-01", assigned_at=AT
         ),

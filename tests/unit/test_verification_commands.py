@@ -11,9 +11,9 @@ from uuid import UUID, uuid4
 import pytest
 
 from carbon_contracts.errors import Conflict, Forbidden, NotFound
-from carbon_contracts.events import ReportLine, ReportSubmitted
+from carbon_contracts.events import ReportSubmitted
 from registry.domain.credit_code import make_credit_code
-from tests.unit.support import Harness, consumed
+from tests.unit.support import Harness, consumed, report_submitted
 from verification import commands, store
 from verification.domain.case import case_id_for
 from verification.schemas import ApproveCase, AssignCase
@@ -25,22 +25,12 @@ AGENCY, OTHER_AGENCY = "sh-verify-01", "sh-verify-02"
 
 
 def submitted(report_id: UUID = REPORT_ID, code: str = CODE) -> ReportSubmitted:
-    return ReportSubmitted(
-        credit_code=code,
-        compliance_year=2024,
-        report_id=report_id,
-        factor_table="shanghai-default-2024.1",
-        lines=[
-            ReportLine(
-                source="heat",
-                activity=Decimal("404192.516666667"),
-                unit="GJ",
-                factor=Decimal("0.06"),
-                emissions=Decimal("24251.551"),
-            )
-        ],
-        total_emissions=Decimal("24251.551"),
-        submitted_at=datetime(2025, 3, 20, tzinfo=UTC),
+    return report_submitted(
+        code,
+        report_id,
+        heat_gj="404192.516666667",
+        emissions="24251.551",
+        at=datetime(2025, 3, 20, tzinfo=UTC),
     )
 
 
