@@ -156,6 +156,21 @@ class Database:
         await engine.dispose()
 
 
+def metric(body: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples in a /metrics body matching the labels."""
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        metric_name, _, label_text = series.partition("{")
+        if metric_name != name:
+            continue
+        if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
+            total += float(value)
+    return total
+
+
 @dataclass
 class ServiceProcess:
     """One service as `python -m <service>`, as it runs in production."""
@@ -243,18 +258,7 @@ class ServiceProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples matching the labels, read from /metrics."""
-        body = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            series, _, value = line.rpartition(" ")
-            metric_name, _, label_text = series.partition("{")
-            if metric_name != name:
-                continue
-            if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
-                total += float(value)
-        return total
+        return metric(httpx.get(f"{self.url}/metrics", timeout=5).text, name, **labels)
 
     def scalar(self, sql: str) -> Any:
         """Read the service's own database directly (tests may; services never do)."""

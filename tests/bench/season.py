@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from carbon_contracts.catalogue import catalogue
 from registry.domain.credit_code import make_credit_code
-from tests.support import Database, report_event, running_platform, token
+from tests.support import Database, metric, report_event, running_platform, token
 
 WIDTH = 52
 """Label column of the printed figures."""
@@ -89,21 +89,6 @@ def spread(samples: Iterable[float]) -> str:
 
 
 # --- /metrics -------------------------------------------------------------------------------
-
-
-def metric(body: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples matching the labels (as ServiceProcess.metric)."""
-    total = 0.0
-    for text in body.splitlines():
-        if text.startswith("#") or not text.startswith(name):
-            continue
-        series, _, value = text.rpartition(" ")
-        metric_name, _, label_text = series.partition("{")
-        if metric_name != name:
-            continue
-        if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
-            total += float(value)
-    return total
 
 
 def metric_by(body: str, name: str, label: str, **labels: str) -> dict[str, float]:
