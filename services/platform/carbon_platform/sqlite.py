@@ -161,20 +161,17 @@ class Connection:
             self._writers.release()
 
     async def commit(self) -> None:
-        try:
-            if self.sqlite.total_changes == self.changes_at_begin:
-                self.sqlite.commit()  # nothing written: nothing to wait for
-            else:
-                await self.run(self.sqlite.commit)
-        finally:
-            self.done_writing()
+        await self._end(self.sqlite.commit)
 
     async def rollback(self) -> None:
+        await self._end(self.sqlite.rollback)
+
+    async def _end(self, end: Callable[[], None]) -> None:
         try:
             if self.sqlite.total_changes == self.changes_at_begin:
-                self.sqlite.rollback()  # nothing written: nothing to wait for
+                end()  # nothing written: nothing to wait for
             else:
-                await self.run(self.sqlite.rollback)
+                await self.run(end)
         finally:
             self.done_writing()
 
