@@ -233,10 +233,8 @@ async def test_obligation_and_allocation_round_half_up(
     assert (await obligation(registry)).obligation == allowances
 
 
-async def test_an_earlier_preallocation_is_deducted_from_the_allocation(
-    registry: Harness,
-) -> None:
-    await register(registry)
+async def preallocated(registry: Harness, *, basis_emissions: str, allowances: int) -> None:
+    """The 2024 pre-allocation issued the year before, as the registry records it."""
     async with registry.context.transaction() as uow:
         await store.issue_allowances(
             uow.conn,
@@ -244,11 +242,18 @@ async def test_an_earlier_preallocation_is_deducted_from_the_allocation(
             compliance_year=2024,
             kind="preallocation",
             method="preallocation",
-            basis_emissions=Decimal("25000.000"),
-            allowances=20000,
+            basis_emissions=Decimal(basis_emissions),
+            allowances=allowances,
             reference="preallocation-2024",
             at=uow.now,
         )
+
+
+async def test_an_earlier_preallocation_is_deducted_from_the_allocation(
+    registry: Harness,
+) -> None:
+    await register(registry)
+    await preallocated(registry, basis_emissions="25000.000", allowances=20000)
     [issued] = await registry.handle(approval())
     assert (issued.payload["final_allocation"], issued.payload["preallocated"]) == (24252, 20000)
     assert issued.payload["allowances"] == 4252
@@ -259,18 +264,7 @@ async def test_a_preallocation_above_the_final_allocation_credits_nothing_more(
     registry: Harness,
 ) -> None:
     await register(registry)
-    async with registry.context.transaction() as uow:
-        await store.issue_allowances(
-            uow.conn,
-            credit_code=CODE,
-            compliance_year=2024,
-            kind="preallocation",
-            method="preallocation",
-            basis_emissions=Decimal("40000.000"),
-            allowances=32000,
-            reference="preallocation-2024",
-            at=uow.now,
-        )
+    await preallocated(registry, basis_emissions="40000.000", allowances=32000)
     [issued] = await registry.handle(approval())
     assert (issued.payload["preallocated"], issued.payload["allowances"]) == (32000, 0)
     assert await holdings(registry) == {2024: 32000}
