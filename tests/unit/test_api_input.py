@@ -65,17 +65,22 @@ async def obliged(registry: Harness) -> AsyncIterator[Harness]:
     yield registry
 
 
+async def surrender(obliged: Harness, body: str) -> httpx.Response:
+    """The entity's surrender request with this exact JSON text."""
+    async with obliged.client() as client:
+        return await client.post(
+            f"/entities/{CODE}/surrenders",
+            content=body.encode(),
+            headers={**obliged.token("entity", credit_code=CODE), **JSON},
+        )
+
+
 @pytest.mark.parametrize("allowances", ["true", "1.0", '"1"', "1e3", "0", "-1", "null", "1.5"])
 async def test_surrender_allowances_must_be_a_positive_json_integer(
     obliged: Harness, allowances: str
 ) -> None:
     body = f'{{"compliance_year": 2024, "allowances": {allowances}}}'
-    async with obliged.client() as client:
-        response = await client.post(
-            f"/entities/{CODE}/surrenders",
-            content=body.encode(),
-            headers={**obliged.token("entity", credit_code=CODE), **JSON},
-        )
+    response = await surrender(obliged, body)
     assert invalid(response), response.text
     assert response.json()["error"]["details"][0]["loc"] == ["body", "allowances"]
     assert await obliged.read(registry_store.get_holdings, credit_code=CODE) == {2024: 100}
@@ -84,22 +89,12 @@ async def test_surrender_allowances_must_be_a_positive_json_integer(
 @pytest.mark.parametrize("year", ['"2024"', "2024.0", "true"])
 async def test_surrender_year_must_be_a_json_integer(obliged: Harness, year: str) -> None:
     body = f'{{"compliance_year": {year}, "allowances": 1}}'
-    async with obliged.client() as client:
-        response = await client.post(
-            f"/entities/{CODE}/surrenders",
-            content=body.encode(),
-            headers={**obliged.token("entity", credit_code=CODE), **JSON},
-        )
+    response = await surrender(obliged, body)
     assert invalid(response), response.text
 
 
 async def test_a_json_integer_is_accepted(obliged: Harness) -> None:
-    async with obliged.client() as client:
-        response = await client.post(
-            f"/entities/{CODE}/surrenders",
-            content=b'{"compliance_year": 2024, "allowances": 40}',
-            headers={**obliged.token("entity", credit_code=CODE), **JSON},
-        )
+    response = await surrender(obliged, '{"compliance_year": 2024, "allowances": 40}')
     assert response.status_code == 201, response.text
     assert (response.json()["surrendered_now"], response.json()["remaining"]) == (40, 60)
 
