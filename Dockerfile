@@ -27,6 +27,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY contracts/python/pyproject.toml contracts/python/pyproject.toml
 COPY services/platform/pyproject.toml services/platform/pyproject.toml
+COPY services/emissions/pyproject.toml services/emissions/pyproject.toml
 COPY services/reporting/pyproject.toml services/reporting/pyproject.toml
 COPY services/verification/pyproject.toml services/verification/pyproject.toml
 COPY services/registry/pyproject.toml services/registry/pyproject.toml

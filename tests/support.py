@@ -29,7 +29,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import ReportLine, ReportSubmitted
+from carbon_contracts.events import EVENT_MODELS, Payload, ReportLine, ReportSubmitted
+from carbon_contracts.resources import contract_path
 from carbon_platform.auth import Role, issue_token
 from carbon_platform.broker import create_topics, read_to_end, start_tansu, stop_process
 from carbon_platform.codec import Outgoing, encode
@@ -38,6 +39,22 @@ from registry.domain.credit_code import make_credit_code
 
 REPO = Path(__file__).resolve().parents[1]
 JWT_SECRET = "test-secret-" + "x" * 32
+
+
+EXAMPLE_FILES = sorted(contract_path("events").glob("*/examples/*.json"))
+STORY = "pudong-chemicals-2024.json"
+"""The example every event type of one entity's cycle shares (contracts/README.md)."""
+
+
+def load_example(path: Path) -> Payload:
+    event = path.parent.parent.name
+    return EVENT_MODELS[event].model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def example(event: str) -> Payload:
+    """The event's example from the shared story, else its first example."""
+    paths = [p for p in EXAMPLE_FILES if p.parent.parent.name == event]
+    return load_example(next((p for p in paths if p.name == STORY), paths[0]))
 
 
 def free_port() -> int:

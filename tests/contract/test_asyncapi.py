@@ -15,7 +15,7 @@ from carbon_contracts import export
 from carbon_contracts.catalogue import ServiceName, catalogue
 from carbon_contracts.envelope import dataschema_uri, event_type_name
 from carbon_contracts.events import EVENT_MODELS
-from carbon_contracts.types import CREDIT_CODE_PATTERN
+from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 ASYNCAPI = CONTRACTS / "asyncapi.yaml"
@@ -94,7 +94,10 @@ def test_message_headers_pin_type_schema_and_key(event: str) -> None:
     assert headers["ce_dataschema"]["const"] == dataschema_uri(event, major)
     owner = catalogue().topic_for_event(event).owner
     assert headers["ce_source"]["const"] == f"/carbon/{owner}"
-    assert message["bindings"]["kafka"]["key"]["pattern"] == CREDIT_CODE_PATTERN
+    key = catalogue().topic_for_event(event).key
+    pattern = IDENTIFIER_PATTERN if key == "policy" else CREDIT_CODE_PATTERN
+    assert message["bindings"]["kafka"]["key"]["pattern"] == pattern
+    assert headers["ce_subject"]["pattern"] == pattern
 
 
 def test_every_event_type_is_carried_by_exactly_one_topic() -> None:

@@ -16,8 +16,11 @@ OWNER_BY_PREFIX = {
     "allocation": "registry",
     "surrender": "registry",
     "preallocation": "registry",
+    "monitoring_plan": "reporting",
     "report": "reporting",
+    "emissions": "reporting",
     "verification": "verification",
+    "reverification": "verification",
 }
 SERVICES = get_args(ServiceName)
 DOMAIN_TOPICS = catalogue().domain_topics()
@@ -42,7 +45,8 @@ def test_single_writer_by_prefix(topic: Topic) -> None:
 @pytest.mark.parametrize("topic", DOMAIN_TOPICS, ids=topic_id)
 def test_domain_topic_is_keyed_by_credit_code_and_partitioned(topic: Topic) -> None:
     assert topic.partitions >= 1
-    assert topic.key == "credit_code"
+    cycle_wide = {"verification.closed"}
+    assert topic.key == ("policy" if topic.name in cycle_wide else "credit_code")
     assert topic.event_types, "a domain topic carries at least one event type"
 
 

@@ -154,7 +154,7 @@ def test_an_optional_property_that_became_required_is_reported() -> None:
 def test_a_removed_def_is_reported() -> None:
     # Inline the definition: the structure is unchanged, only the named $defs entry is gone.
     def inline(s: Schema) -> None:
-        s["properties"]["lines"]["items"] = s.pop("$defs")["ReportLine"]
+        s["properties"]["lines"]["items"] = s["$defs"].pop("ReportLine")
 
     assert changes(inline) == ["$defs/ReportLine: removed"]
 

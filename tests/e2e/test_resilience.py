@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -16,8 +15,6 @@ import httpx
 import pytest
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EVENT_MODELS, EventPayload
-from carbon_contracts.resources import contract_path
 from carbon_platform.codec import encode
 from registry.domain.credit_code import make_credit_code
 from tests.support import (
@@ -25,6 +22,7 @@ from tests.support import (
     Platform,
     broker_pid,
     compliance_cycle,
+    example,
     produce,
     read_topic,
     running_platform,
@@ -87,7 +85,7 @@ def test_a_5mb_record_on_every_topic_stops_nothing(platform: Platform) -> None:
     for topic in catalogue().domain_topics():
         model_event = topic.event_types[0]
         template = encode(
-            _example(model_event), source=f"/carbon/{topic.owner}", time=datetime.now(UTC)
+            example(model_event), source=f"/carbon/{topic.owner}", time=datetime.now(UTC)
         )
         produce(
             platform.bootstrap,
@@ -230,8 +228,3 @@ def _in_outbox_order(platform: Platform, service: str, topic: str, records: list
         if [order[i] for i in ids] != sorted(order[i] for i in ids):
             return False
     return True
-
-
-def _example(event: str) -> EventPayload:
-    path = next(contract_path(f"events/{event}/examples").glob("*.json"))
-    return EVENT_MODELS[event].model_validate(json.loads(path.read_text(encoding="utf-8")))

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from carbon_contracts import events as ev
 from carbon_contracts.policy import default_policy_path, load_policy
-from carbon_contracts.resources import contract_path
 from notifier.domain.messages import Notification, notifications_for
+from tests.support import EXAMPLE_FILES, example, load_example
 
 POLICY = load_policy(default_policy_path())
 CODE = "91310115MA1K4C8N0W"
-EXAMPLE_FILES = sorted(contract_path("events").glob("*/examples/*.json"))
 DISTRICT_EVENTS = {"entity.registered", "report.submitted", "surrender.completed"}
 
 
-def load_example(path: Path) -> ev.EventPayload:
-    event = path.parent.parent.name
-    return ev.EVENT_MODELS[event].model_validate(json.loads(path.read_text(encoding="utf-8")))
-
-
 EXAMPLES = [pytest.param(load_example(path), id=path.parent.parent.name) for path in EXAMPLE_FILES]
-
-
-def example(event: str) -> ev.EventPayload:
-    (path,) = (p for p in EXAMPLE_FILES if p.parent.parent.name == event)
-    return load_example(path)
 
 
 def to_entity(payload: ev.EventPayload, district: str | None = "pudong") -> Notification:

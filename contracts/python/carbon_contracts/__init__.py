@@ -9,13 +9,15 @@ from carbon_contracts.envelope import (
     dataschema_uri,
     event_type_name,
 )
-from carbon_contracts.events import EVENT_MODELS, EventPayload, model_for
+from carbon_contracts.events import EVENT_MODELS, CyclePayload, EventPayload, Payload, model_for
 
 __all__ = [
     "CE_SPECVERSION",
     "CONTENT_TYPE",
     "EVENT_MODELS",
+    "CyclePayload",
     "EventPayload",
+    "Payload",
     "dataschema_uri",
     "event_type_name",
     "model_for",

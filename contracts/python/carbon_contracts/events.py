@@ -6,6 +6,7 @@ year it belongs to. Timestamps are aware datetimes (RFC 3339).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import ClassVar, Literal
 from uuid import UUID
 
@@ -22,16 +23,41 @@ from carbon_contracts.types import (
 )
 
 
-class EventPayload(BaseModel):
-    """Base of every event payload: closed, immutable, and named by its event type."""
+class Payload(BaseModel):
+    """Base of every event payload: closed, immutable, and named by its event type. Each kind
+    declares its key field first, then `compliance_year`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     EVENT: ClassVar[str]
     VERSION: ClassVar[int] = 1
 
+    @property
+    def subject(self) -> str:
+        """What the event is about: its Kafka key and `ce_subject`."""
+        raise NotImplementedError
+
+
+class EventPayload(Payload):
+    """An event about one covered entity, keyed by its credit code."""
+
     credit_code: CreditCode
     compliance_year: ComplianceYear
+
+    @property
+    def subject(self) -> str:
+        return self.credit_code
+
+
+class CyclePayload(Payload):
+    """An event about a whole compliance cycle, keyed by the policy cycle (e.g. shanghai-2024)."""
+
+    policy: Identifier = Field(description="compliance policy cycle, e.g. shanghai-2024")
+    compliance_year: ComplianceYear
+
+    @property
+    def subject(self) -> str:
+        return self.policy
 
 
 class EntityRegistered(EventPayload):
@@ -68,20 +94,59 @@ class ReportLine(BaseModel):
     emissions: TonnesCO2
 
 
+class ProcessLine(BaseModel):
+    """One industrial process line: material decomposed (e.g. limestone) and its emissions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    material: Identifier = Field(description="material code from the policy's process factors")
+    activity: DecimalString = Field(description="material decomposed, in `unit`")
+    unit: str = Field(min_length=1, max_length=32)
+    factor: DecimalString = Field(description="emission factor, tCO2 per `unit`")
+    emissions: TonnesCO2
+
+
+class ProductionOutput(BaseModel):
+    """A production output the allocation methods need (e.g. clinker, t)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: Identifier
+    unit: str = Field(min_length=1, max_length=32)
+    quantity: DecimalString
+
+
 class ReportSubmitted(EventPayload):
-    """The entity submitted its annual emissions report; the total is computed, not typed."""
+    """The entity submitted (or corrected) its annual emissions report; the total is computed
+    from all its lines, never typed. A correction is a new `version` with a reason; the latest
+    version is the report."""
 
     EVENT = "report.submitted"
 
     report_id: UUID
     factor_table: str = Field(min_length=1, description="version of the factor table used")
-    lines: list[ReportLine] = Field(min_length=1)
-    total_emissions: TonnesCO2
+    lines: list[ReportLine] = Field(
+        min_length=1, description="fuel, electricity and heat lines (processes: process_lines)"
+    )
+    total_emissions: TonnesCO2 = Field(description="all lines, process lines included")
     submitted_at: AwareDatetime
+    version: int = Field(default=1, ge=1, description="1, then one more per correction")
+    correction_reason: str | None = Field(
+        default=None, max_length=2000, description="why this version replaces the previous one"
+    )
+    late: Flag | None = Field(
+        default=None, description="submitted at or after the policy's report deadline"
+    )
+    process_lines: list[ProcessLine] = Field(default_factory=list)
+    outputs: list[ProductionOutput] = Field(default_factory=list)
+
+
+Round = Literal["verification", "reverification"]
+ReturnedBy = Literal["bureau", "verifier"]
 
 
 class VerificationAssigned(EventPayload):
-    """The Bureau assigned a verification agency to a report's case."""
+    """The Bureau assigned a verification agency to a report's case (a tender lot's winner)."""
 
     EVENT = "verification.assigned"
 
@@ -89,10 +154,14 @@ class VerificationAssigned(EventPayload):
     report_id: UUID
     agency_id: Identifier
     assigned_at: AwareDatetime
+    round: Round | None = Field(default=None, description="absent on early events: verification")
+    lot_id: Identifier | None = Field(default=None, description="the tender lot assigning it")
 
 
 class VerificationApproved(EventPayload):
-    """The assigned agency approved the case with the verified emissions."""
+    """The assigned agency approved the case: the verified emissions are recomputed by the
+    calculation engine from the verified lines. Not yet final: re-verification may follow
+    (the final figure is `verification.finalised`)."""
 
     EVENT = "verification.approved"
 
@@ -102,6 +171,188 @@ class VerificationApproved(EventPayload):
     reported_emissions: TonnesCO2
     verified_emissions: TonnesCO2
     approved_at: AwareDatetime
+    report_version: int | None = Field(default=None, ge=1, description="the version verified")
+    factor_table: str | None = Field(default=None, min_length=1)
+    lines: list[ReportLine] = Field(default_factory=list, description="verified lines")
+    process_lines: list[ProcessLine] = Field(default_factory=list)
+    outside_window: Flag | None = Field(
+        default=None, description="approved outside the policy's verification window"
+    )
+
+
+class MonitoringPlanSource(BaseModel):
+    """An emission source of a monitoring plan and how its activity figure is monitored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["fuel", "process", "electricity", "heat"]
+    fuel: Identifier | None = Field(default=None, description="for source=fuel")
+    material: Identifier | None = Field(default=None, description="for source=process")
+    monitoring: Literal["meter", "invoice", "lab_measurement"]
+    factor: Literal["default", "measured"] = Field(description="policy default or measured")
+    description: str | None = Field(default=None, max_length=500)
+
+
+class MonitoringPlanOutput(BaseModel):
+    """A production output the plan will report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: Identifier
+    unit: str = Field(min_length=1, max_length=32)
+
+
+class MonitoringPlanSubmitted(EventPayload):
+    """The entity submitted a version of its monitoring plan for `plan_year` (online only)."""
+
+    EVENT = "monitoring_plan.submitted"
+
+    plan_id: UUID
+    plan_year: ComplianceYear
+    version: int = Field(ge=1)
+    sources: list[MonitoringPlanSource] = Field(min_length=1)
+    outputs: list[MonitoringPlanOutput]
+    late: Flag = Field(description="submitted at or after the policy's plan deadline")
+    submitted_at: AwareDatetime
+
+
+class MonitoringPlanApproved(EventPayload):
+    """The Bureau (or the technical centre for it) approved a monitoring plan version."""
+
+    EVENT = "monitoring_plan.approved"
+
+    plan_id: UUID
+    plan_year: ComplianceYear
+    version: int = Field(ge=1)
+    approved_at: AwareDatetime
+
+
+class MonitoringPlanReturned(EventPayload):
+    """The Bureau returned a monitoring plan version; the entity submits a new version."""
+
+    EVENT = "monitoring_plan.returned"
+
+    plan_id: UUID
+    plan_year: ComplianceYear
+    version: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=2000)
+    returned_at: AwareDatetime
+
+
+class ReportReturned(EventPayload):
+    """A report version was returned to the entity for correction, by the Bureau or by the
+    verifier; the entity submits a corrected version."""
+
+    EVENT = "report.returned"
+
+    report_id: UUID
+    version: int = Field(ge=1)
+    returned_by: ReturnedBy
+    reason: str = Field(min_length=1, max_length=2000)
+    returned_at: AwareDatetime
+
+
+class ReportAccepted(EventPayload):
+    """The Bureau accepted a report version: submitted online and its paper copy received."""
+
+    EVENT = "report.accepted"
+
+    report_id: UUID
+    version: int = Field(ge=1)
+    total_emissions: TonnesCO2
+    accepted_at: AwareDatetime
+
+
+class PaperCopyReceived(EventPayload):
+    """The Bureau received the report's sealed paper copy."""
+
+    EVENT = "report.paper_copy_received"
+
+    report_id: UUID
+    received_on: date = Field(description="date the copy arrived (Asia/Shanghai)")
+    delivery: Literal["post", "courier", "in_person"]
+    recorded_at: AwareDatetime
+
+
+class EmissionsDetermined(EventPayload):
+    """No report came: the Bureau determined the entity's emissions itself, with a reason.
+    The figure is computed from the lines like a report's, and is final."""
+
+    EVENT = "emissions.determined"
+
+    determination_id: UUID
+    factor_table: str = Field(min_length=1)
+    lines: list[ReportLine] = Field(default_factory=list)
+    process_lines: list[ProcessLine] = Field(default_factory=list)
+    total_emissions: TonnesCO2
+    reason: str = Field(min_length=1, max_length=2000)
+    determined_at: AwareDatetime
+
+
+class VerificationReturned(EventPayload):
+    """The verifier returned the report to the entity for correction."""
+
+    EVENT = "verification.returned"
+
+    case_id: UUID
+    report_id: UUID
+    report_version: int = Field(ge=1)
+    agency_id: Identifier
+    reason: str = Field(min_length=1, max_length=2000)
+    returned_at: AwareDatetime
+
+
+class ReverificationSelected(EventPayload):
+    """The Bureau selected an approved case for re-verification (复查)."""
+
+    EVENT = "reverification.selected"
+
+    case_id: UUID
+    report_id: UUID
+    selected_by: Literal["bureau", "rule"]
+    reason: str = Field(min_length=1, max_length=2000)
+    first_verified_emissions: TonnesCO2
+    selected_at: AwareDatetime
+
+
+class ReverificationCompleted(EventPayload):
+    """The re-verification agency (not the first one) recomputed the verified emissions."""
+
+    EVENT = "reverification.completed"
+
+    case_id: UUID
+    report_id: UUID
+    agency_id: Identifier
+    first_verified_emissions: TonnesCO2
+    verified_emissions: TonnesCO2
+    factor_table: str = Field(min_length=1)
+    lines: list[ReportLine] = Field(default_factory=list)
+    process_lines: list[ProcessLine] = Field(default_factory=list)
+    outside_window: Flag
+    completed_at: AwareDatetime
+
+
+class VerificationFinalised(EventPayload):
+    """The entity's final verified emissions for the year: re-verification can no longer change
+    them. Allocation and the surrender obligation rest on this figure only."""
+
+    EVENT = "verification.finalised"
+
+    case_id: UUID
+    report_id: UUID | None = Field(description="None for a regulator determination")
+    basis: Literal["verification", "reverification", "determination"]
+    verified_emissions: TonnesCO2
+    finalised_at: AwareDatetime
+
+
+class VerificationClosed(CyclePayload):
+    """The Bureau closed verification for the year: every case is final."""
+
+    EVENT = "verification.closed"
+
+    cases: int = Field(ge=0, description="final cases of the year")
+    total_verified_emissions: TonnesCO2
+    closed_at: AwareDatetime
 
 
 class AllocationIssued(EventPayload):
@@ -146,14 +397,26 @@ class PreallocationIssued(EventPayload):
     issued_at: AwareDatetime
 
 
-EVENT_MODELS: dict[str, type[EventPayload]] = {
+EVENT_MODELS: dict[str, type[Payload]] = {
     model.EVENT: model
     for model in (
         EntityRegistered,
         AccountOpened,
+        MonitoringPlanSubmitted,
+        MonitoringPlanApproved,
+        MonitoringPlanReturned,
         ReportSubmitted,
+        ReportReturned,
+        PaperCopyReceived,
+        ReportAccepted,
+        EmissionsDetermined,
         VerificationAssigned,
+        VerificationReturned,
         VerificationApproved,
+        ReverificationSelected,
+        ReverificationCompleted,
+        VerificationFinalised,
+        VerificationClosed,
         AllocationIssued,
         SurrenderCompleted,
         PreallocationIssued,
@@ -161,7 +424,7 @@ EVENT_MODELS: dict[str, type[EventPayload]] = {
 }
 
 
-def model_for(event: str, major: int = 1) -> type[EventPayload]:
+def model_for(event: str, major: int = 1) -> type[Payload]:
     """The payload model of an event type and major version; KeyError if unknown."""
     model = EVENT_MODELS[event]
     if major != model.VERSION:

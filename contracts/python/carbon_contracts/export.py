@@ -22,8 +22,8 @@ import yaml
 
 from carbon_contracts.catalogue import Catalogue, Topic, catalogue
 from carbon_contracts.envelope import CE_SPECVERSION, CONTENT_TYPE, dataschema_uri, event_type_name
-from carbon_contracts.events import EVENT_MODELS, EventPayload
-from carbon_contracts.types import CREDIT_CODE_PATTERN
+from carbon_contracts.events import EVENT_MODELS, Payload
+from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN
 
 # contracts/ in the repository; generating only makes sense from a checkout, not an installed wheel.
 CONTRACTS_DIR = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def schema_path(event: str, major: int) -> str:
     return f"events/{event}/v{major}.schema.json"
 
 
-def event_schema(model: type[EventPayload]) -> dict[str, Any]:
+def event_schema(model: type[Payload]) -> dict[str, Any]:
     """The JSON Schema 2020-12 of one event payload, closed everywhere.
 
     Validation mode: it describes what a consumer must accept, so fields with a default are
@@ -117,7 +117,22 @@ def _source(service: str) -> str:
     return f"/carbon/{service}"
 
 
-def _headers(event: str, major: int, owner: str) -> dict[str, Any]:
+def _key_schema(key: str) -> dict[str, Any]:
+    """The Kafka key (and `ce_subject`) of a topic: an entity's credit code, or a policy cycle."""
+    if key == "policy":
+        return {
+            "type": "string",
+            "pattern": IDENTIFIER_PATTERN,
+            "description": "the compliance policy cycle (UTF-8), e.g. shanghai-2024",
+        }
+    return {
+        "type": "string",
+        "pattern": CREDIT_CODE_PATTERN,
+        "description": "the covered entity's credit code (UTF-8)",
+    }
+
+
+def _headers(event: str, major: int, owner: str, key: str) -> dict[str, Any]:
     """The CloudEvents binary-mode headers (Kafka binding: every attribute is `ce_<name>`)."""
     return {
         "type": "object",
@@ -147,9 +162,8 @@ def _headers(event: str, major: int, owner: str) -> dict[str, Any]:
             },
             "ce_time": {"type": "string", "pattern": DATE_TIME_PATTERN},
             "ce_subject": {
-                "type": "string",
-                "pattern": CREDIT_CODE_PATTERN,
-                "description": "the covered entity's credit code, equal to the Kafka key",
+                **_key_schema(key),
+                "description": f"{_key_schema(key)['description'][4:]}, equal to the Kafka key",
             },
             "ce_dataschema": {"type": "string", "const": dataschema_uri(event, major)},
             "content-type": {"type": "string", "const": CONTENT_TYPE},
@@ -169,23 +183,19 @@ def _headers(event: str, major: int, owner: str) -> dict[str, Any]:
     }
 
 
-def _message(event: str, model: type[EventPayload], owner: str) -> dict[str, Any]:
+def _message(event: str, model: type[Payload], owner: str, key: str) -> dict[str, Any]:
     major = model.VERSION
     return {
         "name": event_type_name(event, major),
         "title": model.__name__,
         "summary": (model.__doc__ or "").strip().splitlines()[0],
         "contentType": CONTENT_TYPE,
-        "headers": _headers(event, major, owner),
+        "headers": _headers(event, major, owner, key),
         "payload": {"$ref": f"./{schema_path(event, major)}"},
         "correlationId": {"location": "$message.header#/ce_correlationid"},
         "bindings": {
             "kafka": {
-                "key": {
-                    "type": "string",
-                    "pattern": CREDIT_CODE_PATTERN,
-                    "description": "the covered entity's credit code (UTF-8)",
-                },
+                "key": _key_schema(key),
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },
@@ -205,9 +215,14 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
         )
     else:
         description = (
-            f"Written only by the {topic.owner} service. Key: the covered entity's credit code, so "
-            f"all events of one entity are ordered within one partition. Carries "
-            f"{', '.join(topic.event_types)}."
+            f"Written only by the {topic.owner} service. Key: "
+            + (
+                "the policy cycle (one event per cycle). "
+                if topic.key == "policy"
+                else "the covered entity's credit code, so all events of one entity are ordered "
+                "within one partition. "
+            )
+            + f"Carries {', '.join(topic.event_types)}."
         )
     channel: dict[str, Any] = {
         "address": topic.name,
@@ -253,18 +268,21 @@ def asyncapi_document(cat: Catalogue | None = None) -> dict[str, Any]:
     for topic in cat.domain_topics():
         for event in topic.event_types:
             model = EVENT_MODELS[event]
-            messages[message_id(event, model.VERSION)] = _message(event, model, topic.owner)
+            messages[message_id(event, model.VERSION)] = _message(
+                event, model, topic.owner, topic.key
+            )
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Carbon ETS platform events",
-            "version": "1.1.0",
+            "version": "1.2.0",
             "description": (
                 "Events of the Shanghai carbon emissions trading compliance cycle. Envelope: "
                 "CloudEvents 1.0 in binary mode (CloudEvents Kafka protocol binding): the "
                 "attributes travel as ce_* headers and the Kafka value is the JSON payload "
                 "(content-type application/json). The Kafka key of every domain topic is the "
-                "covered entity's unified social credit code (UTF-8). Subscribers filter on "
+                "covered entity's unified social credit code (UTF-8), except verification.closed "
+                "(the policy cycle). Subscribers filter on "
                 "ce_type and read payloads tolerantly: fields may be added within a major version."
             ),
         },

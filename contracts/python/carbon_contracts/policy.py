@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from carbon_contracts.resources import contract_path
 from carbon_contracts.types import DecimalString, Identifier
@@ -29,6 +29,8 @@ class _Closed(BaseModel):
 
 
 class Deadlines(_Closed):
+    """Each deadline is the first instant that is late: done at `at`, on time iff at < deadline."""
+
     monitoring_plan: AwareDatetime
     report: AwareDatetime
     accounts_opening: AwareDatetime
@@ -74,6 +76,70 @@ class EmissionFactors(_Closed):
     electricity: Factor
     heat: Factor
     fuels: dict[str, FuelFactor]
+    processes: dict[str, Factor] = Field(
+        default_factory=dict, description="industrial processes: tCO2 per unit of material"
+    )
+
+
+class MonitoringPlanRules(_Closed):
+    year: int = Field(description="the year the plan submitted in this cycle is for")
+    paper_copy: bool
+
+
+class ReportRules(_Closed):
+    paper_copy: bool
+
+
+class Agency(_Closed):
+    id: Identifier
+    name: str
+
+
+class Lot(_Closed):
+    """A tender lot: the agency that won it and the entities it covers (empty: all)."""
+
+    id: Identifier
+    round: Literal["verification", "reverification"]
+    agency: Identifier
+    sectors: list[Identifier] = Field(default_factory=list)
+    districts: list[Identifier] = Field(default_factory=list)
+
+    def covers(self, *, sector: str, district: str) -> bool:
+        return (not self.sectors or sector in self.sectors) and (
+            not self.districts or district in self.districts
+        )
+
+
+class ReverificationRule(_Closed):
+    difference_ratio: DecimalString = Field(description="of the reported figure")
+    sample_per_mille: int = Field(ge=0, le=1000)
+
+
+class VerificationRules(_Closed):
+    agencies: list[Agency]
+    lots: list[Lot]
+    reverification: ReverificationRule
+
+    @model_validator(mode="after")
+    def _lots_name_known_agencies(self) -> VerificationRules:
+        known = {agency.id for agency in self.agencies}
+        for lot in self.lots:
+            if lot.agency not in known:
+                raise ValueError(f"lot {lot.id} names unknown agency {lot.agency}")
+        if len({lot.id for lot in self.lots}) != len(self.lots):
+            raise ValueError("lot ids must be unique")
+        return self
+
+    def lot_for(self, round_: str, *, sector: str, district: str) -> Lot | None:
+        """The first lot of the round that covers the entity, in the policy's order."""
+        return next(
+            (
+                lot
+                for lot in self.lots
+                if lot.round == round_ and lot.covers(sector=sector, district=district)
+            ),
+            None,
+        )
 
 
 class Policy(_Closed):
@@ -82,12 +148,15 @@ class Policy(_Closed):
     timezone: str
     source: str
     deadlines: Deadlines
+    monitoring_plan: MonitoringPlanRules
+    report: ReportRules
     offsets: Offsets
     preallocation: Preallocation
     rounding: RoundingRules
     allocation: Allocation
     factor_table: str
     emission_factors: EmissionFactors
+    verification: VerificationRules
 
     def to_allowances(self, tonnes: Decimal, rule: Rounding) -> int:
         """Whole allowances from decimal tonnes by one of the policy's rounding rules."""

@@ -23,9 +23,9 @@ from carbon_contracts.envelope import (
     event_type_name,
     parse_event_type,
 )
-from carbon_contracts.events import EventPayload, model_for
+from carbon_contracts.events import Payload, model_for
 
-P = TypeVar("P", bound=EventPayload)
+P = TypeVar("P", bound=Payload)
 
 Headers = list[tuple[str, bytes]]
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type")
@@ -83,11 +83,11 @@ class PoisonMessage(Exception):
 
 
 def encode(
-    payload: EventPayload,
+    payload: Payload,
     *,
     source: str,
     time: datetime,
-    caused_by: Event[EventPayload] | None = None,
+    caused_by: Event[Payload] | None = None,
     event_id: str | None = None,
 ) -> Outgoing:
     if time.tzinfo is None:
@@ -100,7 +100,7 @@ def encode(
         "ce_source": source,
         "ce_type": event_type_name(event, payload.VERSION),
         "ce_time": time.isoformat(),
-        "ce_subject": payload.credit_code,
+        "ce_subject": payload.subject,
         "ce_dataschema": dataschema_uri(event, payload.VERSION),
         "content-type": CONTENT_TYPE,
         # Every event of one chain carries the correlation id of the request that started it.
@@ -110,7 +110,7 @@ def encode(
         headers["ce_causationid"] = caused_by.id
     return Outgoing(
         topic=catalogue().topic_for_event(event).name,
-        key=payload.credit_code.encode(),
+        key=payload.subject.encode(),
         value=payload.model_dump_json().encode(),
         headers=[(name, value.encode()) for name, value in headers.items()],
         event_id=event_id,
@@ -118,7 +118,7 @@ def encode(
     )
 
 
-def decode(raw: RawMessage) -> Event[EventPayload]:
+def decode(raw: RawMessage) -> Event[Payload]:
     missing = [name for name in REQUIRED_HEADERS if raw.header(name) is None]
     if missing:
         raise PoisonMessage("missing_header", f"missing CloudEvents headers: {', '.join(missing)}")
@@ -149,8 +149,8 @@ def decode(raw: RawMessage) -> Event[EventPayload]:
         raise PoisonMessage("schema_violation", _summarise(exc)) from exc
     except ValueError as exc:
         raise PoisonMessage("bad_header", str(exc)) from exc
-    if raw.key is not None and raw.key.decode(errors="replace") != payload.credit_code:
-        raise PoisonMessage("key_mismatch", "Kafka key differs from the payload's credit_code")
+    if raw.key is not None and raw.key.decode(errors="replace") != payload.subject:
+        raise PoisonMessage("key_mismatch", "Kafka key differs from the payload's subject")
     return Event(
         id=event_id,
         type=name,

@@ -354,7 +354,7 @@ def _within(headers: list[tuple[str, bytes]], budget: int) -> list[tuple[str, by
 def _log_fields(raw: RawMessage, event: Event[Any] | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}
     if event is not None:
-        fields.update(event_id=event.id, event_type=event.type, entity_id=event.payload.credit_code)
+        fields.update(event_id=event.id, event_type=event.type, entity_id=event.payload.subject)
     return fields
 
 

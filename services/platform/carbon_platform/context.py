@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from carbon_contracts.events import EventPayload
+from carbon_contracts.events import Payload
 from carbon_contracts.policy import Policy
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Event, Outgoing, encode
@@ -44,7 +44,7 @@ class UnitOfWork:
     events: list[Outgoing] = field(default_factory=list)
     committed: list[Callable[[], None]] = field(default_factory=list)
 
-    def record(self, payload: EventPayload) -> Outgoing:
+    def record(self, payload: Payload) -> Outgoing:
         """An event this unit of work causes; published only if the transaction commits."""
         outgoing = encode(payload, source=self.source, time=self.now, caused_by=self.caused_by)
         self.events.append(outgoing)

@@ -14,7 +14,7 @@ from carbon_platform.auth import Principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
 from reporting import commands, store
-from reporting.domain.calculation import FactorTable
+from carbon_emissions.calculation import FactorTable
 from reporting.schemas import (
     FactorTableView,
     FactorView,

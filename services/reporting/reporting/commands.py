@@ -12,7 +12,7 @@ from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
 from reporting import store
-from reporting.domain.calculation import ActivityLine, CalculationError, FactorTable, calculate
+from carbon_emissions.calculation import ActivityLine, CalculationError, FactorTable, calculate
 from reporting.schemas import SubmitReport, SubmittedReport
 
 

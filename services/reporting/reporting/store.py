@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_platform.db import Upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
-from reporting.domain.calculation import Calculation
+from carbon_emissions.calculation import Calculation
 
 metadata = MetaData()
 messaging = messaging_tables(metadata)

@@ -1,9 +1,10 @@
 """The emissions calculation engine: activity data times emission factors, by source.
 
-A report's total is computed, never typed. Each activity line (fuel burnt, purchased
-electricity, purchased heat) is multiplied by its factor from the cycle's versioned factor
-table. (Verification approves a verified total; recomputing it from verified activity data
-with this engine is still to come.)
+A report's total is computed, never typed. Each activity line (fuel burnt, carbonate
+decomposed in an industrial process, purchased electricity, purchased heat) is multiplied by its
+factor from the cycle's versioned factor table. Reporting computes a report with it and
+verification recomputes the verified figure from the verified activity data with it: one engine,
+so the same lines give the same figure in both.
 
 All arithmetic is exact decimal (or rational) arithmetic; rounding happens in exactly two
 places, both ROUND_HALF_UP:
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import (
     ROUND_HALF_UP,
     Context,
@@ -36,8 +37,10 @@ from carbon_contracts.types import EMISSIONS_SCALE
 if TYPE_CHECKING:
     from carbon_contracts.policy import Policy
 
-Source = Literal["fuel", "electricity", "heat"]
-SOURCES: Final[tuple[Source, ...]] = ("fuel", "electricity", "heat")
+Source = Literal["fuel", "process", "electricity", "heat"]
+SOURCES: Final[tuple[Source, ...]] = ("fuel", "process", "electricity", "heat")
+_NAMED: Final = {"fuel": "fuel", "process": "material"}
+"""Sources whose lines name what was burnt or decomposed, and the field that names it."""
 
 ACTIVITY_DECIMALS: Final = 9
 """At most this many decimals in activity data: the contract's decimal strings allow 9."""
@@ -74,26 +77,35 @@ class ActivityLine:
     source: Source
     activity: Decimal
     fuel: str | None = None
+    material: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise CalculationError(
                 f"unknown source {self.source!r}: expected one of {', '.join(SOURCES)}"
             )
-        if self.source == "fuel":
-            if self.fuel is None or self.fuel == "":
-                raise CalculationError("a fuel line must name its fuel")
-            if not isinstance(self.fuel, str):
-                raise CalculationError(f"a fuel is named by a string, not {self.fuel!r}")
-        elif self.fuel is not None:
-            raise CalculationError(
-                f"{'an' if self.source == 'electricity' else 'a'} {self.source} line names no "
-                f"fuel, but fuel {self.fuel!r} was given"
-            )
-        line = f"{self.fuel!r} fuel line" if self.source == "fuel" else f"{self.source} line"
+        for source, field in _NAMED.items():
+            value = getattr(self, field)
+            if self.source == source:
+                if value is None or value == "":
+                    raise CalculationError(f"a {source} line must name its {field}")
+                if not isinstance(value, str):
+                    raise CalculationError(f"a {field} is named by a string, not {value!r}")
+            elif value is not None:
+                article = "an" if self.source == "electricity" else "a"
+                raise CalculationError(
+                    f"{article} {self.source} line names no {field}, but {field} {value!r} "
+                    "was given"
+                )
+        line = f"{self.name!r} {self.source} line" if self.name else f"{self.source} line"
         object.__setattr__(
             self, "activity", _quantity(self.activity, f"activity of the {line}", "activity")
         )
+
+    @property
+    def name(self) -> str | None:
+        """The fuel or material the line names; None for electricity and heat."""
+        return self.fuel if self.source == "fuel" else self.material
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +124,14 @@ class FactorTable:
     electricity: UnitFactor
     heat: UnitFactor
     fuels: Mapping[str, UnitFactor]
+    processes: Mapping[str, UnitFactor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fuels", MappingProxyType(dict(self.fuels)))
+        object.__setattr__(self, "processes", MappingProxyType(dict(self.processes)))
         named = [("electricity", self.electricity), ("heat", self.heat)]
         named += [(f"fuel {name!r}", factor) for name, factor in self.fuels.items()]
+        named += [(f"material {name!r}", factor) for name, factor in self.processes.items()]
         for what, unit_factor in named:
             if not unit_factor.unit:
                 raise CalculationError(f"factor table {self.version!r}: {what} has no unit")
@@ -136,11 +151,11 @@ class FactorTable:
                 )
                 for name, fuel in factors.fuels.items()
             },
+            processes={
+                name: UnitFactor(process.factor, process.unit)
+                for name, process in factors.processes.items()
+            },
         )
-
-    @property
-    def known_fuels(self) -> tuple[str, ...]:
-        return tuple(sorted(self.fuels))
 
     def factor_for(self, line: ActivityLine) -> tuple[Decimal, str]:
         """The line's factor (tCO2 per unit) and its unit."""
@@ -148,13 +163,16 @@ class FactorTable:
             return self.electricity.factor, self.electricity.unit
         if line.source == "heat":
             return self.heat.factor, self.heat.unit
-        assert line.fuel is not None  # ActivityLine guarantees it for fuel lines
+        table, kind = (
+            (self.fuels, "fuel") if line.source == "fuel" else (self.processes, "material")
+        )
+        assert line.name is not None  # ActivityLine guarantees it for fuel and process lines
         try:
-            found = self.fuels[line.fuel]
+            found = table[line.name]
         except KeyError:
             raise CalculationError(
-                f"unknown fuel {line.fuel!r}: factor table {self.version!r} knows "
-                f"{', '.join(self.known_fuels) or 'no fuels'}"
+                f"unknown {kind} {line.name!r}: factor table {self.version!r} knows "
+                f"{', '.join(sorted(table)) or f'no {kind}s'}"
             ) from None
         return found.factor, found.unit
 
@@ -179,6 +197,7 @@ def fuel_factor(ncv: Decimal, carbon_content: Decimal, oxidation: Decimal) -> De
 class CalculatedLine:
     source: Source
     fuel: str | None
+    material: str | None
     activity: Decimal
     unit: str
     factor: Decimal
@@ -215,7 +234,9 @@ def calculate(lines: Iterable[ActivityLine], table: FactorTable) -> Calculation:
             _EMISSIONS_QUANTUM, rounding=ROUND_HALF_UP, context=_ROUNDING
         )
         calculated.append(
-            CalculatedLine(line.source, line.fuel, line.activity, unit, factor, emissions)
+            CalculatedLine(
+                line.source, line.fuel, line.material, line.activity, unit, factor, emissions
+            )
         )
     # The total is the sum of the lines as rounded, not the rounded sum of the exact products:
     # the lines shown on a report then add up to its total exactly, and anyone recomputing

@@ -1,0 +1,1 @@
+"""The emissions calculation engine shared by reporting and verification (domain, no I/O)."""
