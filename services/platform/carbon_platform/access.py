@@ -126,16 +126,35 @@ ENTITY = _policy(
 )
 """A covered entity in the registry: its roster entry, account, holdings and compliance."""
 
-REPORT = _policy("report", submit={"entity"}, read={"bureau", "entity", "district"})
-"""An emissions report in the reporting system."""
+PLAN = _policy(
+    "monitoring plan", submit={"entity"}, read={"bureau", "entity", "district"}, decide={"bureau"}
+)
+"""A monitoring plan version in the reporting system; the Bureau (or the technical centre acting
+for it, with a regulator token) approves or returns it."""
+
+REPORT = _policy(
+    "report",
+    submit={"entity"},
+    read={"bureau", "entity", "district"},
+    review={"bureau"},
+    determine={"bureau"},
+)
+"""An emissions report in the reporting system: the entity writes and corrects it; the Bureau
+reviews it (returns, records the paper copy, accepts) and determines emissions when none came."""
 
 CASE = _policy(
     "verification case",
-    read={"bureau", "entity", "agency"},
+    read={"bureau", "entity", "district", "agency"},
     assign={"bureau"},
+    name_contact={"entity"},
+    verify={"agency"},
     approve={"agency"},
+    select={"bureau"},
+    close={"bureau"},
 )
-"""A verification case: the report's entity, and the agency assigned to it."""
+"""A verification case: the report's entity, its district, and the agency assigned to it. The
+agency records the site visit, returns the report or approves (`verify`, `approve`); the Bureau
+assigns, selects for re-verification and closes the year."""
 
 NOTIFICATION = _policy("notification", read={"bureau", "entity", "district"})
 """A notification; its owner is its recipient (an entity, or a district bureau)."""
