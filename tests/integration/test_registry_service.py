@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from carbon_contracts.events import VerificationApproved
+from carbon_contracts.events import VerificationFinalised
 from carbon_contracts.policy import default_policy_path
 from carbon_platform.codec import encode
 from registry.domain.credit_code import make_credit_code
@@ -59,19 +59,18 @@ def register(service: ServiceProcess, code: str) -> None:
     assert httpx.post(f"{service.url}/entities/{code}/account", headers=entity).status_code == 201
 
 
-def approve(bootstrap: str, code: str, verified: str) -> None:
-    payload = VerificationApproved(
+def finalise(bootstrap: str, code: str, verified: str) -> None:
+    payload = VerificationFinalised(
         credit_code=code,
         compliance_year=2024,
         case_id=uuid4(),
         report_id=uuid4(),
-        agency_id="sh-verify-01",
-        reported_emissions=Decimal(verified),
+        basis="verification",
         verified_emissions=Decimal(verified),
-        approved_at=datetime.now(UTC),
+        finalised_at=datetime.now(UTC),
     )
     event = encode(payload, source="/carbon/verification", time=datetime.now(UTC))
-    produce(bootstrap, "verification.approved", [(event.key, event.value, event.headers)])
+    produce(bootstrap, "verification.finalised", [(event.key, event.value, event.headers)])
 
 
 def status(service: ServiceProcess, code: str) -> dict[str, object]:
@@ -98,7 +97,7 @@ def test_allocation_from_verified_emissions_and_surrender_beyond_holdings(
     bootstrap, service = registry
     code = make_credit_code(501)
     register(service, code)
-    approve(bootstrap, code, "1000.500")  # obligation 1001 (half up); allocation 900 (0.90)
+    finalise(bootstrap, code, "1000.500")  # obligation 1001 (half up); allocation 900 (0.90)
 
     issued = wait_until(
         lambda: read_topic(bootstrap, "allocation.issued"), timeout=30, what="allocation.issued"
@@ -137,8 +136,8 @@ def test_an_approval_for_an_entity_not_on_the_roster_is_rejected_not_applied(
     bootstrap, service = registry
     stranger, known = make_credit_code(502), make_credit_code(503)
     register(service, known)
-    approve(bootstrap, stranger, "10.000")
-    approve(bootstrap, known, "10.000")
+    finalise(bootstrap, stranger, "10.000")
+    finalise(bootstrap, known, "10.000")
 
     wait_until(lambda: read_topic(bootstrap, "allocation.issued"), timeout=30, what="allocation")
     assert [r.key for r in read_topic(bootstrap, "allocation.issued")] == [known.encode()]

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EventPayload, ReportLine, ReportSubmitted
+from carbon_contracts.events import EventPayload, Payload, ReportLine, ReportSubmitted
 from carbon_contracts.policy import default_policy_path, load_policy
 from carbon_platform.auth import Role, issue_token
 from carbon_platform.clock import Clock
@@ -109,7 +109,7 @@ def published(outgoing: Outgoing) -> Published:
 
 
 def consumed(
-    payload: EventPayload, *, time: datetime | None = None, event_id: str | None = None
+    payload: Payload, *, time: datetime | None = None, event_id: str | None = None
 ) -> Event[Any]:
     """An event as a handler receives it: encoded by its topic's owner, then decoded."""
     topic = catalogue().topic_for_event(payload.EVENT)
@@ -149,10 +149,10 @@ class Harness:
             events = list(uow.events)
         return Ran(result, [published(event) for event in events])
 
-    async def handle(self, event: Event[Any] | EventPayload) -> list[Published]:
+    async def handle(self, event: Event[Any] | Payload) -> list[Published]:
         """Apply a consumed event with the handler the service subscribes for its type, in one
         transaction caused by it (as the consumer does); a rejection rolls it all back."""
-        if isinstance(event, EventPayload):
+        if isinstance(event, Payload):
             event = consumed(event)
         topic = catalogue().topic_for_event(event.type).name
         handler = self.definition.handlers[topic][event.type]

@@ -13,10 +13,26 @@ from tests.support import EXAMPLE_FILES, example, load_example
 
 POLICY = load_policy(default_policy_path())
 CODE = "91310115MA1K4C8N0W"
-DISTRICT_EVENTS = {"entity.registered", "report.submitted", "surrender.completed"}
+DISTRICT_EVENTS = {
+    "entity.registered",
+    "report.submitted",
+    "emissions.determined",
+    "surrender.completed",
+}
 
 
-EXAMPLES = [pytest.param(load_example(path), id=path.parent.parent.name) for path in EXAMPLE_FILES]
+EXAMPLES = [
+    pytest.param(payload, id=path.parent.parent.name)
+    for path in EXAMPLE_FILES
+    if isinstance(payload := load_example(path), ev.EventPayload)
+]
+"""Every example about one entity (a cycle-wide event concerns no entity: the handler skips it)."""
+
+
+def entity_example(event: str) -> ev.EventPayload:
+    payload = example(event)
+    assert isinstance(payload, ev.EventPayload)
+    return payload
 
 
 def to_entity(payload: ev.EventPayload, district: str | None = "pudong") -> Notification:
@@ -28,9 +44,9 @@ def to_entity(payload: ev.EventPayload, district: str | None = "pudong") -> Noti
     return entity
 
 
-def test_there_is_one_example_per_event_type() -> None:
-    assert len(EXAMPLE_FILES) == 8
-    assert {p.parent.parent.name for p in EXAMPLE_FILES} == set(ev.EVENT_MODELS)
+def test_every_event_type_about_an_entity_has_an_example_here() -> None:
+    covered = {param.values[0].EVENT for param in EXAMPLES}
+    assert covered == set(ev.EVENT_MODELS) - {"verification.closed"}
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)
@@ -38,7 +54,7 @@ def test_every_event_notifies_the_entity_by_credit_code(payload: ev.EventPayload
     notes = notifications_for(payload, district="pudong", policy=POLICY)
     entity = [n for n in notes if n.recipient_type == "entity"]
     assert len(entity) == 1
-    assert entity[0].recipient_id == CODE == payload.credit_code
+    assert entity[0].recipient_id == payload.credit_code
     assert entity[0].subject
     assert entity[0].message
 
@@ -52,8 +68,8 @@ def test_the_district_is_told_only_of_roster_reports_and_surrenders(
     if payload.EVENT in DISTRICT_EVENTS:
         assert len(district) == 1
         assert district[0].recipient_id == "pudong"
-        assert CODE in district[0].subject
-        assert CODE in district[0].message or "上海示例化工有限公司" in district[0].message
+        assert payload.credit_code in district[0].subject
+        assert payload.credit_code in district[0].message or "上海示例化工有限公司" in district[0].message
     else:
         assert district == []
     assert len(notes) == 1 + len(district)
@@ -75,32 +91,32 @@ def test_the_district_notification_goes_to_the_district_given() -> None:
 
 
 def test_allocation_message_gives_the_surrender_deadline_in_shanghai_time() -> None:
-    note = to_entity(example("allocation.issued"))
+    note = to_entity(entity_example("allocation.issued"))
     assert note.subject == "2024 allowances issued"
-    assert "2025-06-30 17:00" in note.message
+    assert "before 2025-06-30 17:00" in note.message
     assert "24252 allowances credited" in note.message
     assert "historical_emissions" in note.message
     assert "09:00" not in note.message  # not UTC
 
 
 def test_assignment_message_gives_the_verification_window_in_shanghai_time() -> None:
-    note = to_entity(example("verification.assigned"))
-    assert "sh-verifier-03" in note.message
-    assert "2025-04-01 00:00" in note.message
-    assert "2025-05-31 23:59" in note.message
+    note = to_entity(entity_example("verification.assigned"))
+    assert "sh-verify-01" in note.message
+    # The window's end is the policy's first late instant, 2025-06-01 00:00: "by 2025-05-31".
+    assert "from 2025-04-01 by 2025-05-31" in note.message
 
 
 def test_a_new_entrant_is_told_to_open_accounts_by_the_deadline() -> None:
-    payload = example("entity.registered")
+    payload = entity_example("entity.registered")
     assert isinstance(payload, ev.EntityRegistered)
     assert payload.new_entrant
     note = to_entity(payload)
     assert "new entrant" in note.message
-    assert "2025-03-31 23:59" in note.message
+    assert "accounts by 2025-03-31." in note.message
 
 
 def test_an_existing_entity_gets_no_new_entrant_text() -> None:
-    payload = example("entity.registered").model_copy(update={"new_entrant": False})
+    payload = entity_example("entity.registered").model_copy(update={"new_entrant": False})
     note = to_entity(payload)
     assert note.message == "上海示例化工有限公司 is a covered entity for 2024."
     assert "new entrant" not in note.message
@@ -108,7 +124,7 @@ def test_an_existing_entity_gets_no_new_entrant_text() -> None:
 
 
 def test_report_message_quotes_the_exact_total_and_factor_table() -> None:
-    note = to_entity(example("report.submitted"))
+    note = to_entity(entity_example("report.submitted"))
     assert note.subject == "2024 emissions report received"
     assert "5f0c2a8e-7d1b-4c39-9e6a-2b8f41d7c305" in note.message
     assert "24251.551 tCO2e" in note.message
@@ -116,16 +132,40 @@ def test_report_message_quotes_the_exact_total_and_factor_table() -> None:
 
 
 def test_verification_message_quotes_verified_and_reported_emissions() -> None:
-    payload = example("verification.approved").model_copy(
+    payload = entity_example("verification.approved").model_copy(
         update={"verified_emissions": Decimal("24000.500")}
     )
     note = to_entity(payload)
     assert "Verified emissions: 24000.500 tCO2e" in note.message
     assert "reported 24251.551" in note.message
+    assert "Re-verification may follow" in note.message
+
+
+def test_the_final_figure_and_a_reverification_are_told_with_their_figures() -> None:
+    final = to_entity(entity_example("verification.finalised"))
+    assert "final verified 2024 emissions: 24251.551 tCO2e" in final.message
+    redone = to_entity(entity_example("reverification.completed"))
+    assert "Re-verified emissions: 24251.551 tCO2e (first verification 24281.551)" in (
+        redone.message
+    )
+
+
+def test_a_returned_report_or_plan_tells_the_entity_why() -> None:
+    report = to_entity(entity_example("report.returned"))
+    assert "verification agency returned version 1" in report.message
+    assert "diesel purchases missing from the fuel lines" in report.message
+    plan = to_entity(entity_example("monitoring_plan.returned"))
+    assert "the cracker's process emissions have no monitoring method" in plan.message
+
+
+def test_a_late_report_is_told_to_the_district_as_late() -> None:
+    late = entity_example("report.submitted").model_copy(update={"late": True})
+    [_, district] = notifications_for(late, district="pudong", policy=POLICY)
+    assert district.message == "91310115MA1K4C8N0W submitted its 2024 report after the deadline."
 
 
 def test_surrender_messages_say_whether_on_time() -> None:
-    payload = example("surrender.completed")
+    payload = entity_example("surrender.completed")
     on_time = notifications_for(payload, district="pudong", policy=POLICY)
     assert all("on time" in n.message for n in on_time)
     assert "23052 allowances and 1200 offsets" in on_time[0].message
@@ -137,12 +177,12 @@ def test_surrender_messages_say_whether_on_time() -> None:
 
 
 def test_preallocation_message_names_year_ratio_and_basis() -> None:
-    note = to_entity(example("preallocation.issued"))
+    note = to_entity(entity_example("preallocation.issued"))
     assert note.subject == "2025 pre-allocation issued"
     assert "19401 pre-allocated 2025 allowances" in note.message
     assert "0.8 of 2024 verified emissions" in note.message
 
 
 def test_account_message_names_the_account() -> None:
-    note = to_entity(example("account.opened"))
+    note = to_entity(entity_example("account.opened"))
     assert "SHEA-91310115MA1K4C8N0W" in note.message

@@ -23,6 +23,7 @@ from carbon_contracts.events import (
 )
 from notifier import commands, store
 from registry.domain.credit_code import make_credit_code
+from tests.support import example
 from tests.unit.support import DEADLINE, SHANGHAI, Harness, consumed, report_submitted
 
 CODE = make_credit_code(1)
@@ -46,9 +47,15 @@ def entity_registered(
 
 
 def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
-    """One payload of every event type, all about `code`."""
+    """One payload of every event type about one entity, all about `code`: the contracts'
+    examples, and those the tests below read written out."""
     common: dict[str, Any] = {"credit_code": code, "compliance_year": 2024}
-    return {
+    from_examples = {
+        event: example(event).model_copy(update=common)
+        for event, model in EVENT_MODELS.items()
+        if issubclass(model, EventPayload)
+    }
+    return from_examples | {
         "entity.registered": entity_registered(code),
         "account.opened": AccountOpened(**common, account_id=f"SHEA-{code}", opened_at=AT),
         "report.submitted": report_submitted(code, REPORT_ID, at=AT),
@@ -98,7 +105,13 @@ def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
     }
 
 
-TOLD_TO_THE_DISTRICT = {"entity.registered", "report.submitted", "surrender.completed"}
+TOLD_TO_THE_DISTRICT = {
+    "entity.registered",
+    "report.submitted",
+    "emissions.determined",
+    "surrender.completed",
+}
+ENTITY_EVENTS = sorted(e for e, model in EVENT_MODELS.items() if issubclass(model, EventPayload))
 
 
 async def told(notifier: Harness, recipient_type: str, recipient_id: str) -> list[Any]:
@@ -108,8 +121,16 @@ async def told(notifier: Harness, recipient_type: str, recipient_id: str) -> lis
     return list(reversed(rows))  # oldest first
 
 
-def test_the_fixture_covers_every_event_type() -> None:
-    assert set(payloads()) == set(EVENT_MODELS)
+def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
+    assert set(payloads()) == set(EVENT_MODELS) - {"verification.closed"} == set(ENTITY_EVENTS)
+
+
+async def test_the_close_of_a_years_verification_tells_no_entity(notifier: Harness) -> None:
+    await notifier.handle(entity_registered(district="pudong"))
+    assert await notifier.handle(example("verification.closed")) == []
+    assert [row.event_type for row in await told(notifier, "entity", CODE)] == [
+        "entity.registered"
+    ]
 
 
 def test_the_notifier_subscribes_to_every_event_type_of_every_domain_topic() -> None:
@@ -124,7 +145,7 @@ def test_the_notifier_subscribes_to_every_event_type_of_every_domain_topic() -> 
     )
 
 
-@pytest.mark.parametrize("event_type", sorted(EVENT_MODELS))
+@pytest.mark.parametrize("event_type", ENTITY_EVENTS)
 async def test_each_event_tells_the_entity_and_where_due_its_district(
     notifier: Harness, event_type: str
 ) -> None:
@@ -147,7 +168,7 @@ async def test_each_event_tells_the_entity_and_where_due_its_district(
         assert to_district == []
 
 
-@pytest.mark.parametrize("event_type", sorted(set(EVENT_MODELS) - {"entity.registered"}))
+@pytest.mark.parametrize("event_type", sorted(set(ENTITY_EVENTS) - {"entity.registered"}))
 async def test_without_a_known_district_only_the_entity_is_told(
     notifier: Harness, event_type: str
 ) -> None:
@@ -197,7 +218,8 @@ async def test_a_new_district_is_told_from_then_on(notifier: Harness) -> None:
 async def test_a_new_entrant_is_told_the_accounts_deadline(notifier: Harness) -> None:
     await notifier.handle(entity_registered(new_entrant=True))
     [row] = await told(notifier, "entity", CODE)
-    assert "open your registry and trading accounts by 2025-03-31 23:59" in row.message
+    # The policy's deadline is 2025-04-01 00:00, the first late instant: "by 2025-03-31".
+    assert "open your registry and trading accounts by 2025-03-31." in row.message
 
 
 @pytest.mark.parametrize(("on_time", "timing"), [(True, "on time"), (False, "after the deadline")])
@@ -221,5 +243,5 @@ async def test_allocation_notice_gives_the_surrender_deadline_in_shanghai_time(
     await notifier.handle(payloads()["allocation.issued"])
     [row] = await told(notifier, "entity", CODE)
     assert DEADLINE.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") == "2025-06-30 17:00"
-    assert "by 2025-06-30 17:00" in row.message
+    assert "before 2025-06-30 17:00" in row.message
     assert "60 allowances credited" in row.message

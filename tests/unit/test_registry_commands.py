@@ -1,4 +1,4 @@
-"""The registry's commands and its verification.approved handler on an in-memory database:
+"""The registry's commands and its verification.finalised handler on an in-memory database:
 roster, accounts, allocation, surrender, pre-allocation and roster uploads."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
-from carbon_contracts.events import VerificationApproved
+from carbon_contracts.events import VerificationFinalised
 from registry import commands, store
 from registry.domain.credit_code import make_credit_code
 from registry.schemas import OpenAccount, Registration, RosterUpload, Surrender
@@ -37,18 +37,18 @@ def registration(code: str = CODE, **changes: object) -> Registration:
     return Registration.model_validate({**fields, **changes})
 
 
-def approval(
+def final_figure(
     code: str = CODE, verified: str = "24251.551", year: int = 2024
-) -> VerificationApproved:
-    return VerificationApproved(
+) -> VerificationFinalised:
+    """The entity's final verified figure for the year (after any re-verification)."""
+    return VerificationFinalised(
         credit_code=code,
         compliance_year=year,
         case_id=CASE_ID,
         report_id=uuid4(),
-        agency_id="sh-verify-01",
-        reported_emissions=Decimal("24251.551"),
+        basis="verification",
         verified_emissions=Decimal(verified),
-        approved_at=datetime(2025, 5, 20, 15, 0, tzinfo=SHANGHAI),
+        finalised_at=datetime(2025, 5, 20, 15, 0, tzinfo=SHANGHAI),
     )
 
 
@@ -64,7 +64,7 @@ async def verified(registry: Harness, emissions: str = "24251.551", code: str = 
     """Registered, account open, emissions verified and the year's allowances issued."""
     await register(registry, code)
     await registry.run(commands.open_account, OpenAccount(credit_code=code))
-    await registry.handle(approval(code, emissions))
+    await registry.handle(final_figure(code, emissions))
 
 
 async def holdings(registry: Harness, code: str = CODE) -> dict[int, int]:
@@ -186,12 +186,12 @@ async def test_open_account_refuses_an_invalid_credit_code(registry: Harness) ->
     assert refused.value.code == "invalid_credit_code"
 
 
-# --- on_verification_approved -----------------------------------------------------------------
+# --- on_verification_finalised ----------------------------------------------------------------
 
 
-async def test_approval_sets_the_obligation_and_issues_the_allocation(registry: Harness) -> None:
+async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(registry: Harness) -> None:
     await register(registry)
-    approved = consumed(approval())
+    approved = consumed(final_figure())
     [issued] = await registry.handle(approved)
 
     assert (issued.topic, issued.key) == ("allocation.issued", CODE)
@@ -206,7 +206,7 @@ async def test_approval_sets_the_obligation_and_issues_the_allocation(registry: 
         "allowances": 24252,
         "issued_at": registry.clock.now().isoformat(),
     }
-    # Caused by the approval: same correlation id, the approval as its cause.
+    # Caused by the final figure: same correlation id, that event as its cause.
     assert issued.headers["ce_causationid"] == approved.id
     assert issued.headers["ce_correlationid"] == approved.correlation_id
     due = await obligation(registry)
@@ -228,7 +228,7 @@ async def test_obligation_and_allocation_round_half_up(
     registry: Harness, emissions: str, allowances: int
 ) -> None:
     await register(registry)
-    [issued] = await registry.handle(approval(verified=emissions))
+    [issued] = await registry.handle(final_figure(verified=emissions))
     assert issued.payload["final_allocation"] == allowances
     assert (await obligation(registry)).obligation == allowances
 
@@ -254,7 +254,7 @@ async def test_an_earlier_preallocation_is_deducted_from_the_allocation(
 ) -> None:
     await register(registry)
     await preallocated(registry, basis_emissions="25000.000", allowances=20000)
-    [issued] = await registry.handle(approval())
+    [issued] = await registry.handle(final_figure())
     assert (issued.payload["final_allocation"], issued.payload["preallocated"]) == (24252, 20000)
     assert issued.payload["allowances"] == 4252
     assert await holdings(registry) == {2024: 24252}
@@ -265,44 +265,45 @@ async def test_a_preallocation_above_the_final_allocation_credits_nothing_more(
 ) -> None:
     await register(registry)
     await preallocated(registry, basis_emissions="40000.000", allowances=32000)
-    [issued] = await registry.handle(approval())
+    [issued] = await registry.handle(final_figure())
     assert (issued.payload["preallocated"], issued.payload["allowances"]) == (32000, 0)
     assert await holdings(registry) == {2024: 32000}
 
 
-async def test_approval_for_an_entity_not_on_the_roster_is_refused(registry: Harness) -> None:
+async def test_a_final_figure_for_an_entity_not_on_the_roster_is_refused(registry: Harness) -> None:
     with pytest.raises(NotFound) as refused:
-        await registry.handle(approval())
+        await registry.handle(final_figure())
     assert refused.value.code == "unknown_entity"
     assert await obligation(registry) is None
     assert await registry.outbox() == []
 
 
-async def test_approval_for_another_year_is_refused(registry: Harness) -> None:
+async def test_a_final_figure_for_another_year_is_refused(registry: Harness) -> None:
     await register(registry)
     with pytest.raises(Invalid) as refused:
-        await registry.handle(approval(year=2023))
+        await registry.handle(final_figure(year=2023))
     assert refused.value.code == "no_policy"
     assert await registry.read(store.list_obligations, credit_code=CODE) == []
     assert await holdings(registry) == {}
 
 
-async def test_a_second_approval_is_refused_and_issues_nothing(registry: Harness) -> None:
+async def test_a_second_final_figure_is_refused_and_issues_nothing(registry: Harness) -> None:
     await register(registry)
-    await registry.handle(approval())
+    await registry.handle(final_figure())
     with pytest.raises(Conflict) as refused:
-        await registry.handle(approval(verified="30000.000"))
+        await registry.handle(final_figure(verified="30000.000"))
     assert refused.value.code == "already_verified"
     assert (await obligation(registry)).verified_emissions == Decimal("24251.551")
     assert await holdings(registry) == {2024: 24252}
     assert [e.type for e in await registry.outbox()] == ["entity.registered", "allocation.issued"]
 
 
-def test_the_registry_subscribes_its_handler_to_verification_approved() -> None:
+def test_the_registry_acts_on_the_final_verified_figure_only() -> None:
+    # Never on verification.approved: re-verification may still replace that figure.
     from registry.service import SERVICE
 
     assert dict(SERVICE.handlers) == {
-        "verification.approved": {"verification.approved": commands.on_verification_approved}
+        "verification.finalised": {"verification.finalised": commands.on_verification_finalised}
     }
 
 
@@ -311,7 +312,7 @@ def test_the_registry_subscribes_its_handler_to_verification_approved() -> None:
 
 async def test_surrender_without_an_account_is_refused(registry: Harness) -> None:
     await register(registry)
-    await registry.handle(approval())
+    await registry.handle(final_figure())
     with pytest.raises(Conflict) as refused:
         await registry.run(commands.surrender, surrender(100))
     assert refused.value.code == "account_not_open"

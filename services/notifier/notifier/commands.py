@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EntityRegistered
+from carbon_contracts.events import EntityRegistered, EventPayload
 from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
@@ -17,6 +17,8 @@ from notifier.domain.messages import notifications_for
 async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
     """Tell the entity, and the district bureau supervising it, what happened."""
     payload = event.payload
+    if not isinstance(payload, EventPayload):
+        return  # a cycle-wide event (verification.closed) concerns no one entity
     if isinstance(payload, EntityRegistered):
         await store.set_district(
             uow.conn, credit_code=payload.credit_code, district=payload.district

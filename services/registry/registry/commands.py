@@ -20,7 +20,7 @@ from carbon_contracts.events import (
     EntityRegistered,
     PreallocationIssued,
     SurrenderCompleted,
-    VerificationApproved,
+    VerificationFinalised,
 )
 from carbon_platform import metrics
 from carbon_platform.codec import Event
@@ -211,13 +211,14 @@ async def _preallocate(
     return issued
 
 
-async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
-    """Record the verified emissions as the year's obligation and issue the year's allowances.
-    Only for an entity on this registry's roster for that year: an approval for anyone else is
-    refused, whatever the event says."""
-    approved: VerificationApproved = event.payload
+async def on_verification_finalised(uow: UnitOfWork, event: Event[Any]) -> None:
+    """Record the final verified emissions as the year's obligation and issue the year's
+    allowances. Only the final figure counts: a first verification that re-verification can still
+    change (`verification.approved`) is never acted on. Only for an entity on this registry's
+    roster for that year: a figure for anyone else is refused, whatever the event says."""
+    final: VerificationFinalised = event.payload
     policy = uow.policy
-    code, year = approved.credit_code, approved.compliance_year
+    code, year = final.credit_code, final.compliance_year
     if year != policy.compliance_year:
         raise Invalid("no_policy", f"no compliance policy loaded for {year}")
     if not await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
@@ -228,15 +229,15 @@ async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
         uow.conn,
         credit_code=code,
         compliance_year=year,
-        case_id=str(approved.case_id),
-        verified_emissions=approved.verified_emissions,
-        obligation=compliance.obligation(policy, approved.verified_emissions),
+        case_id=str(final.case_id),
+        verified_emissions=final.verified_emissions,
+        obligation=compliance.obligation(policy, final.verified_emissions),
     )
     earlier = await store.get_allocation(
         uow.conn, credit_code=code, compliance_year=year, kind="preallocation"
     )
     allocation = compliance.allocate(
-        policy, approved.verified_emissions, preallocated=earlier.allowances if earlier else 0
+        policy, final.verified_emissions, preallocated=earlier.allowances if earlier else 0
     )
     await store.issue_allowances(
         uow.conn,
@@ -244,9 +245,9 @@ async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
         compliance_year=year,
         kind="allocation",
         method=allocation.method,
-        basis_emissions=approved.verified_emissions,
+        basis_emissions=final.verified_emissions,
         allowances=allocation.allowances,
-        reference=str(approved.case_id),
+        reference=str(final.case_id),
         at=uow.now,
     )
     uow.record(
@@ -255,7 +256,7 @@ async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
             compliance_year=year,
             policy=policy.cycle,
             method=allocation.method,
-            verified_emissions=approved.verified_emissions,
+            verified_emissions=final.verified_emissions,
             final_allocation=allocation.final_allocation,
             preallocated=allocation.preallocated,
             allowances=allocation.allowances,
@@ -266,7 +267,7 @@ async def on_verification_approved(uow: UnitOfWork, event: Event[Any]) -> None:
 
 
 HANDLERS: dict[str, dict[str, Handler]] = {
-    "verification.approved": {"verification.approved": on_verification_approved}
+    "verification.finalised": {"verification.finalised": on_verification_finalised}
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,15 @@ def _local(policy: Policy, moment: datetime) -> str:
     return moment.astimezone(ZoneInfo(policy.timezone)).strftime("%Y-%m-%d %H:%M")
 
 
+def _by(policy: Policy, deadline: datetime) -> str:
+    """A deadline as people say it: the policy's deadlines are the first late instant, so one at
+    midnight is "by" the day before; any other is "before" its time."""
+    local = deadline.astimezone(ZoneInfo(policy.timezone))
+    if local.time() == time(0):
+        return f"by {(local - timedelta(days=1)).date().isoformat()}"
+    return f"before {local.strftime('%Y-%m-%d %H:%M')}"
+
+
 def notifications_for(
     payload: ev.EventPayload, *, district: str | None, policy: Policy
 ) -> list[Notification]:
@@ -38,8 +47,8 @@ def notifications_for(
                 f"Covered for compliance year {year}",
                 f"{payload.name} is a covered entity for {year}."
                 + (
-                    " As a new entrant, open your registry and trading accounts by "
-                    f"{_local(policy, policy.deadlines.accounts_opening)}."
+                    " As a new entrant, open your registry and trading accounts "
+                    f"{_by(policy, policy.deadlines.accounts_opening)}."
                     if payload.new_entrant
                     else ""
                 ),
@@ -53,33 +62,121 @@ def notifications_for(
                 "Allowance account opened",
                 f"Your allowance account {payload.account_id} is open.",
             )
+        case ev.MonitoringPlanSubmitted():
+            late = " after the deadline" if payload.late else ""
+            to_entity = (
+                f"{payload.plan_year} monitoring plan received",
+                f"Version {payload.version} of your {payload.plan_year} monitoring plan was "
+                f"received{late}; the Bureau will approve it or return it with reasons.",
+            )
+        case ev.MonitoringPlanApproved():
+            to_entity = (
+                f"{payload.plan_year} monitoring plan approved",
+                f"Version {payload.version} of your {payload.plan_year} monitoring plan is "
+                "approved.",
+            )
+        case ev.MonitoringPlanReturned():
+            to_entity = (
+                f"{payload.plan_year} monitoring plan returned",
+                f"Version {payload.version} was returned: {payload.reason} Submit a new version.",
+            )
         case ev.ReportSubmitted():
+            what = (
+                f"Version {payload.version} of report {payload.report_id}"
+                if payload.version > 1
+                else f"Report {payload.report_id}"
+            )
+            paper = (
+                " Mail the sealed paper copy to the Bureau." if policy.report.paper_copy else ""
+            )
             to_entity = (
                 f"{year} emissions report received",
-                f"Report {payload.report_id} received: {payload.total_emissions} tCO2e "
-                f"computed with factor table {payload.factor_table}. Mail the sealed paper copy "
-                "to the Bureau.",
+                f"{what} received: {payload.total_emissions} tCO2e computed with factor table "
+                f"{payload.factor_table}.{paper}",
             )
-            to_district = (f"{code} reported for {year}", f"{code} submitted its {year} report.")
+            late = " after the deadline" if payload.late else ""
+            to_district = (
+                f"{code} reported for {year}",
+                f"{code} submitted its {year} report{late}.",
+            )
+        case ev.ReportReturned():
+            by = "the Bureau" if payload.returned_by == "bureau" else "the verification agency"
+            to_entity = (
+                f"{year} report returned for correction",
+                f"{by.capitalize()} returned version {payload.version} of your report: "
+                f"{payload.reason} Submit a corrected version.",
+            )
+        case ev.PaperCopyReceived():
+            to_entity = (
+                "Paper copy received",
+                f"The Bureau received the sealed paper copy of report {payload.report_id} on "
+                f"{payload.received_on.isoformat()}.",
+            )
+        case ev.ReportAccepted():
+            to_entity = (
+                f"{year} report accepted",
+                f"Version {payload.version} of your report ({payload.total_emissions} tCO2e) is "
+                "accepted, online and on paper.",
+            )
+        case ev.EmissionsDetermined():
+            to_entity = (
+                f"{year} emissions determined by the Bureau",
+                f"No report came; the Bureau determined your {year} emissions at "
+                f"{payload.total_emissions} tCO2e: {payload.reason}",
+            )
+            to_district = (
+                f"{code}: {year} emissions determined",
+                f"{code} sent no {year} report; the Bureau determined its emissions.",
+            )
+        case ev.VerificationAssigned() if payload.round == "reverification":
+            to_entity = (
+                "Re-verification agency assigned",
+                f"Agency {payload.agency_id} will re-verify your {year} report.",
+            )
         case ev.VerificationAssigned():
             to_entity = (
                 "Verification agency assigned",
-                f"Agency {payload.agency_id} will verify your {year} report between "
-                f"{_local(policy, policy.deadlines.verification_start)} and "
-                f"{_local(policy, policy.deadlines.verification_end)}. Name a contact person.",
+                f"Agency {payload.agency_id} will verify your {year} report from "
+                f"{_local(policy, policy.deadlines.verification_start)[:10]} "
+                f"{_by(policy, policy.deadlines.verification_end)}. Name a contact person.",
+            )
+        case ev.VerificationReturned():
+            to_entity = (
+                "Verification: report returned",
+                f"Agency {payload.agency_id} returned your report for correction: "
+                f"{payload.reason}",
             )
         case ev.VerificationApproved():
             to_entity = (
                 f"{year} emissions verified",
                 f"Verified emissions: {payload.verified_emissions} tCO2e "
-                f"(reported {payload.reported_emissions}).",
+                f"(reported {payload.reported_emissions}). Re-verification may follow before "
+                "the figure is final.",
+            )
+        case ev.ReverificationSelected():
+            to_entity = (
+                f"{year} report selected for re-verification",
+                f"Your {year} verification will be re-verified by another agency: "
+                f"{payload.reason}",
+            )
+        case ev.ReverificationCompleted():
+            to_entity = (
+                f"{year} re-verification complete",
+                f"Re-verified emissions: {payload.verified_emissions} tCO2e (first verification "
+                f"{payload.first_verified_emissions}).",
+            )
+        case ev.VerificationFinalised():
+            to_entity = (
+                f"{year} verified emissions final",
+                f"Your final verified {year} emissions: {payload.verified_emissions} tCO2e. "
+                "Your allowances and surrender obligation rest on this figure.",
             )
         case ev.AllocationIssued():
             to_entity = (
                 f"{year} allowances issued",
                 f"{payload.allowances} allowances credited ({payload.method}, final allocation "
                 f"{payload.final_allocation}). Surrender allowances equal to your verified "
-                f"emissions by {_local(policy, policy.deadlines.surrender)}.",
+                f"emissions {_by(policy, policy.deadlines.surrender)}.",
             )
         case ev.SurrenderCompleted():
             timing = "on time" if payload.on_time else "after the deadline"
