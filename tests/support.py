@@ -546,12 +546,15 @@ def prometheus_query(api: str, promql: str) -> list[dict[str, Any]]:
 async def compliance_cycle(
     client: httpx.AsyncClient, url: Callable[[str], str], code: str, *, district: str = "pudong"
 ) -> dict[str, Any]:
-    """One entity through the cycle over HTTP, as in the README walk (6 commands): register,
-    open the account, report 60.000 t, assign, approve, surrender 60. `url(service)` chooses
-    the instance to call each time. Steps that wait on another service's events (reporting
-    learns the roster, verification opens the case, the registry allocates) are retried until
-    that event has been handled. Returns the surrender reply."""
+    """One entity through the cycle over HTTP, as in the README walk (CYCLE_COMMANDS commands):
+    register, open the account, report 60.000 t, assign the lot's agency, record the site visit,
+    approve with the verified lines (recomputed: 60.000 t), finalise without re-verification,
+    surrender 60. `url(service)` chooses the instance to call each time. Steps that wait on another
+    service's events (reporting learns the roster, verification opens the case, the registry
+    records the final figure) are retried until that event has been handled. Returns the
+    surrender reply."""
     regulator, entity = token("regulator"), token("entity", credit_code=code)
+    verifier = token("verifier", agency=CYCLE_AGENCY)
 
     async def until(request: Callable[[], Any], done: Callable[[httpx.Response], bool]) -> Any:
         for _ in range(600):
@@ -565,6 +568,11 @@ async def compliance_cycle(
         assert reply.status_code in (201, 404, 409), reply.text
         return reply.status_code == 201
 
+    async def ok(service: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
+        reply = await client.post(f"{url(service)}{path}", headers=headers, json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
     registration = {
         "credit_code": code,
         "name": "Cycle Ltd",
@@ -576,7 +584,8 @@ async def compliance_cycle(
     assert reply.status_code == 201, reply.text
     reply = await client.post(f"{url('registry')}/entities/{code}/account", headers=entity)
     assert reply.status_code == 201, reply.text
-    report = {"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1000"}]}
+    lines = [{"source": "heat", "activity": "1000"}]
+    report = {"compliance_year": 2024, "lines": lines}
     await until(
         lambda: client.post(f"{url('reporting')}/reports", headers=entity, json=report), created
     )
@@ -584,18 +593,25 @@ async def compliance_cycle(
         lambda: client.get(f"{url('verification')}/cases", headers=entity),
         lambda reply: bool(reply.json()),
     )
-    case_id = cases.json()[0]["case_id"]
-    assign = {"agency_id": "cycle-agency"}
-    reply = await client.post(
-        f"{url('verification')}/cases/{case_id}/assign", headers=regulator, json=assign
+    case = f"/cases/{cases.json()[0]['case_id']}"
+
+    def assigned(reply: httpx.Response) -> bool:
+        # Verification joins the roster when assigning: retried until entity.registered is there.
+        unknown = reply.status_code == 409 and reply.json()["code"] == "entity_unknown"
+        assert reply.status_code == 200 or unknown, reply.text
+        return reply.status_code == 200
+
+    assignment = {"agency_id": CYCLE_AGENCY}
+    await until(
+        lambda: client.post(
+            f"{url('verification')}{case}/assign", headers=regulator, json=assignment
+        ),
+        assigned,
     )
-    assert reply.status_code == 200, reply.text
-    reply = await client.post(
-        f"{url('verification')}/cases/{case_id}/approve",
-        headers=token("verifier", agency="cycle-agency"),
-        json={"verified_emissions": "60.000"},
-    )
-    assert reply.status_code == 200, reply.text
+    visit = {"visited_on": "2025-04-20", "findings": "meters and invoices agree"}
+    await ok("verification", f"{case}/site-visit", verifier, visit)
+    await ok("verification", f"{case}/approve", verifier, {"lines": lines})
+    await ok("verification", f"{case}/finalise", regulator)
     surrendered = await until(
         lambda: client.post(
             f"{url('registry')}/entities/{code}/surrenders",
@@ -606,6 +622,24 @@ async def compliance_cycle(
     )
     result: dict[str, Any] = surrendered.json()
     return result
+
+
+CYCLE_AGENCY = "sh-verify-01"
+"""The agency of the policy's tender lot for chemicals, the sector compliance_cycle registers."""
+CYCLE_COMMANDS = 9
+"""Commands one compliance_cycle sends (retries of a step that waits on an event not counted)."""
+CYCLE_TOPICS = (
+    "entity.registered",
+    "account.opened",
+    "report.submitted",
+    "verification.assigned",
+    "verification.approved",
+    "verification.finalised",
+    "allocation.issued",
+    "surrender.completed",
+    "preallocation.issued",
+)
+"""The topics one compliance_cycle publishes one event each to."""
 
 
 def service_pids(var_dir: Path, service: str) -> list[int]:

@@ -70,15 +70,16 @@ def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
         Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(payload), key=str
     )
     assert not errors, errors
-    assert payload["credit_code"] == attributes["subject"]
+    assert payload.get("credit_code", payload.get("policy")) == attributes["subject"]
     return dict(payload)
 
 
-def events_of(platform: Platform, event: str, credit_code: str) -> list[dict[str, Any]]:
+def events_of(platform: Platform, event: str, key: str) -> list[dict[str, Any]]:
+    """The events of one entity (or, keyed by the policy cycle, of the whole cycle)."""
     return [
         check_as_outside_subscriber(record, event)
         for record in read_topic(platform.bootstrap, event)
-        if record.key == credit_code.encode()
+        if record.key == key.encode()
     ]
 
 
@@ -90,17 +91,37 @@ def await_event(platform: Platform, event: str, credit_code: str) -> dict[str, A
     return found[0]
 
 
-def test_the_walk_from_registration_to_preallocation(platform: Platform) -> None:
+def test_the_walk_from_the_monitoring_plan_to_preallocation(platform: Platform) -> None:
+    """Plan, report, paper copy, verification by lot with recomputation, re-verification by the
+    second agency, the final figure, allocation on it alone, surrender, pre-allocation: a valid
+    event on its topic at every step, as an outside subscriber checks it."""
     urls, code = platform.urls, make_credit_code(2024)
     regulator = token("regulator")
     entity = token("entity", credit_code=code)
-    verifier = token("verifier", agency="sh-verify-01")
+    verifier, reverifier = (token("verifier", agency=a) for a in ("sh-verify-01", "sh-verify-03"))
     client = httpx.Client(timeout=10)
 
-    registered = client.post(
-        f"{urls['registry']}/entities",
-        headers=regulator,
-        json={
+    def post(service: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
+        reply = client.post(f"{urls[service]}{path}", headers=headers, json=body)
+        assert reply.status_code in (200, 201), reply.text
+        return reply.json()
+
+    def once_known(service: str, path: str, headers: dict[str, str], body: Any) -> Any:
+        """A command that needs an event to have reached its service: retried until it has."""
+
+        def attempt() -> httpx.Response | None:
+            reply = client.post(f"{urls[service]}{path}", headers=headers, json=body)
+            return reply if reply.status_code not in (404, 409) else None
+
+        reply = wait_until(attempt, timeout=30, what=f"{service} to know {code}")
+        assert reply.status_code in (200, 201), reply.text
+        return reply.json()
+
+    post(
+        "registry",
+        "/entities",
+        regulator,
+        {
             "credit_code": code,
             "name": "上海示例化工有限公司",
             "district": "pudong",
@@ -109,95 +130,159 @@ def test_the_walk_from_registration_to_preallocation(platform: Platform) -> None
             "new_entrant": True,
         },
     )
-    assert registered.status_code == 201, registered.text
-    assert (
-        client.post(f"{urls['registry']}/entities/{code}/account", headers=entity).status_code
-        == 201
-    )
+    post("registry", f"/entities/{code}/account", entity)
     await_event(platform, "entity.registered", code)
     assert await_event(platform, "account.opened", code)["account_id"] == f"SHEA-{code}"
 
-    # The reporting service learns the roster from entity.registered, so retry until it has.
-    def submit() -> httpx.Response | None:
-        reply = client.post(
-            f"{urls['reporting']}/reports",
-            headers=entity,
-            json={
-                "compliance_year": 2024,
-                "lines": [
-                    {"source": "electricity", "activity": "2450.8"},
-                    {"source": "heat", "activity": "48000"},
-                    {"source": "fuel", "fuel": "natural_gas", "activity": "512.36"},
-                ],
-            },
-        )
-        return reply if reply.status_code != 404 else None
+    sources = [
+        {"source": "heat", "monitoring": "invoice", "factor": "default"},
+        {
+            "source": "process",
+            "material": "limestone",
+            "monitoring": "lab_measurement",
+            "factor": "measured",
+        },
+    ]
+    plan = once_known(
+        "reporting",
+        "/monitoring-plans",
+        entity,
+        {"plan_year": 2025, "sources": sources, "outputs": [{"product": "lime", "unit": "t"}]},
+    )
+    assert (plan["version"], plan["status"]) == (1, "submitted")
+    post("reporting", f"/monitoring-plans/{plan['plan_id']}/approve", regulator)
+    submitted_plan = await_event(platform, "monitoring_plan.submitted", code)
+    assert (submitted_plan["plan_year"], submitted_plan["sources"][1]["material"]) == (
+        2025,
+        "limestone",
+    )
+    assert await_event(platform, "monitoring_plan.approved", code)["version"] == 1
 
-    report = wait_until(submit, timeout=30, what="reporting to know the entity")
-    assert report.status_code == 201, report.text
-    assert report.json()["total_emissions"] == "24251.551"
-    assert await_event(platform, "report.submitted", code)["total_emissions"] == "24251.551"
+    reported_lines = [
+        {"source": "electricity", "activity": "2450.8"},
+        {"source": "heat", "activity": "48000"},
+        {"source": "fuel", "fuel": "natural_gas", "activity": "512.36"},
+        {"source": "process", "material": "limestone", "activity": "1200"},  # 528.000 t
+    ]
+    report = post(
+        "reporting",
+        "/reports",
+        entity,
+        {
+            "compliance_year": 2024,
+            "lines": reported_lines,
+            "outputs": [{"product": "lime", "unit": "t", "quantity": "670"}],
+        },
+    )
+    assert report["total_emissions"] == "24779.551"
+    submitted = await_event(platform, "report.submitted", code)
+    assert (submitted["total_emissions"], submitted["version"]) == ("24779.551", 1)
+    assert submitted["process_lines"][0]["emissions"] == "528.000"
+    paper = {"received_on": "2025-03-26", "delivery": "courier"}
+    post("reporting", f"/reports/{report['report_id']}/paper-copy", regulator, paper)
+    accepted = post("reporting", f"/reports/{report['report_id']}/accept", regulator)
+    assert (accepted["status"], accepted["complete"]) == ("accepted", True)
+    assert await_event(platform, "report.paper_copy_received", code)["delivery"] == "courier"
+    assert await_event(platform, "report.accepted", code)["total_emissions"] == "24779.551"
 
     case = wait_until(
         lambda: client.get(f"{urls['verification']}/cases", headers=entity).json(),
         timeout=30,
         what="the verification case",
     )[0]
-    assigned = client.post(
-        f"{urls['verification']}/cases/{case['case_id']}/assign",
+    path = f"/cases/{case['case_id']}"
+    refused = client.post(
+        f"{urls['verification']}{path}/assign",
         headers=regulator,
-        json={"agency_id": "sh-verify-01"},
+        json={"agency_id": "sh-verify-02"},
     )
-    assert assigned.status_code == 200, assigned.text
-    approved = client.post(
-        f"{urls['verification']}/cases/{case['case_id']}/approve",
-        headers=verifier,
-        json={"verified_emissions": "24251.551"},
+    assert refused.status_code == 409, refused.text  # sh-verify-02 did not win chemicals' lot
+    once_known("verification", path + "/assign", regulator, {"agency_id": "sh-verify-01"})
+    assert await_event(platform, "verification.assigned", code)["lot_id"] == "lot-2024-01"
+    post("verification", path + "/contact", entity, {"name": "王工", "phone": "021-5555-0100"})
+    visit = {"visited_on": "2025-04-22", "findings": "heat invoices total 48500 GJ"}
+    post("verification", path + "/site-visit", verifier, visit)
+    verified_lines = [dict(line) for line in reported_lines]
+    verified_lines[1]["activity"] = "48500"  # +30.000 t
+    post("verification", path + "/approve", verifier, {"lines": verified_lines})
+    approved = await_event(platform, "verification.approved", code)
+    assert (approved["reported_emissions"], approved["verified_emissions"]) == (
+        "24779.551",
+        "24809.551",
     )
-    assert approved.status_code == 200, approved.text
-    await_event(platform, "verification.assigned", code)
-    await_event(platform, "verification.approved", code)
-    allocation = await_event(platform, "allocation.issued", code)
-    assert allocation["allowances"] == 24252
+    # Not final: re-verification can still change it, so the registry has allocated nothing.
+    assert events_of(platform, "allocation.issued", code) == []
 
-    surrendered = client.post(
-        f"{urls['registry']}/entities/{code}/surrenders",
-        headers=entity,
-        json={"compliance_year": 2024, "allowances": 24252},
+    post("verification", path + "/select", regulator, {"reason": "heat differs"})
+    await_event(platform, "reverification.selected", code)
+    post("verification", "/lots/lot-2024-r1/assign", regulator)
+    second = {"visited_on": "2025-05-12", "findings": "500 GJ billed twice"}
+    post("verification", path + "/site-visit", reverifier, second)
+    final_case = post("verification", path + "/approve", reverifier, {"lines": reported_lines})
+    assert final_case["status"] == "final"
+    completed = await_event(platform, "reverification.completed", code)
+    assert (completed["agency_id"], completed["verified_emissions"]) == (
+        "sh-verify-03",
+        "24779.551",
     )
-    assert surrendered.status_code == 201, surrendered.text
-    completed = await_event(platform, "surrender.completed", code)
-    assert (completed["obligation"], completed["allowances_surrendered"]) == (24252, 24252)
+    finalised = await_event(platform, "verification.finalised", code)
+    assert (finalised["basis"], finalised["verified_emissions"]) == (
+        "reverification",
+        "24779.551",
+    )
+    allocation = await_event(platform, "allocation.issued", code)
+    assert (allocation["verified_emissions"], allocation["allowances"]) == ("24779.551", 24780)
+
+    post(
+        "registry",
+        f"/entities/{code}/surrenders",
+        entity,
+        {"compliance_year": 2024, "allowances": 24780},
+    )
+    completed_surrender = await_event(platform, "surrender.completed", code)
+    assert (completed_surrender["obligation"], completed_surrender["allowances_surrendered"]) == (
+        24780,
+        24780,
+    )
     preallocation = await_event(platform, "preallocation.issued", code)
-    assert (preallocation["compliance_year"], preallocation["allowances"]) == (2025, 19401)
+    # 80% of 24779.551 = 19823.6408, half up: 19824.
+    assert (preallocation["compliance_year"], preallocation["allowances"]) == (2025, 19824)
 
     status = client.get(f"{urls['registry']}/entities/{code}", headers=entity).json()
     assert status["holdings"] == [
         {"vintage": 2024, "allowances": 0},
-        {"vintage": 2025, "allowances": 19401},
+        {"vintage": 2025, "allowances": 19824},
     ]
     assert status["compliance"][0]["status"] == "compliant"
 
-    # The notifier told the entity of all eight steps, and its district of three.
-    notes = wait_until(
-        lambda: (
-            (n := client.get(f"{urls['notifier']}/notifications", headers=entity).json())
-            and len(n) == 8
-            and n
-        ),
-        timeout=30,
-        what="eight notifications for the entity",
-    )
-    assert {n["event_type"] for n in notes} == {
+    # The notifier told the entity of every step, and its district of two.
+    told = {
         "entity.registered",
         "account.opened",
+        "monitoring_plan.submitted",
+        "monitoring_plan.approved",
         "report.submitted",
+        "report.paper_copy_received",
+        "report.accepted",
         "verification.assigned",
         "verification.approved",
+        "reverification.selected",
+        "reverification.completed",
+        "verification.finalised",
         "allocation.issued",
         "surrender.completed",
         "preallocation.issued",
     }
+    notes = wait_until(
+        lambda: (
+            (n := client.get(f"{urls['notifier']}/notifications", headers=entity).json())
+            and len(n) == len(told) + 1  # verification.assigned twice: both rounds
+            and n
+        ),
+        timeout=30,
+        what="a notification of every step for the entity",
+    )
+    assert {n["event_type"] for n in notes} == told
     district = client.get(
         f"{urls['notifier']}/notifications", headers=token("district", district="pudong")
     ).json()
@@ -328,9 +413,29 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
     assert "allowances: Input should be a valid integer" in output, output
     assert "expected 'W'" in output
     assert "missing bearer token" in output
+    assert '"total_emissions":"24251.551"' in output
+    assert '"verified_emissions":"24281.551"' in output, output  # the first agency's figure
+    assert '"final_emissions":"24251.551"' in output, output  # re-verified: it replaced it
+    assert "report_accepted" in output and "unknown material 'gypsum'" in output, output
     code = "91310115MA1K4C8N0W"
-    for event in ("entity.registered", "report.submitted", "surrender.completed"):
+    for event in (
+        "entity.registered",
+        "monitoring_plan.submitted",
+        "monitoring_plan.approved",
+        "report.submitted",
+        "report.paper_copy_received",
+        "report.accepted",
+        "verification.approved",
+        "reverification.selected",
+        "reverification.completed",
+        "verification.finalised",
+        "allocation.issued",
+        "surrender.completed",
+    ):
         assert len(events_of(platform, event, code)) == 1, event
+    # Closed once, for the two entities rostered then: this module's walk and the README's.
+    [closed] = events_of(platform, "verification.closed", "shanghai-2024")
+    assert (closed["cases"], closed["total_verified_emissions"]) == (2, "49031.102")
 
 
 def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
