@@ -40,28 +40,44 @@ from tests.support import Database, metric, report_event, running_platform, toke
 WIDTH = 52
 """Label column of the printed figures."""
 YEAR = 2024
-AGENCY = "bench-agency"
+AGENCY = "sh-verify-01"
+"""The agency of the policy's tender lot for chemicals, the sector every bench entity is in."""
 DISTRICTS = ("pudong", "minhang", "xuhui", "jingan", "baoshan", "jiading", "songjiang")
 REPORT = {"compliance_year": YEAR, "lines": [{"source": "heat", "activity": "1000"}]}
+SITE_VISIT = {"visited_on": "2025-04-20", "findings": "meters and invoices agree"}
 ENTITY_SEED, DRAIN_SEED = 5_000_000, 6_000_000
-EVENTS_PER_ENTITY = 8
+EVENTS_PER_ENTITY = 9
 """entity.registered, account.opened, report.submitted, verification.assigned,
-verification.approved, allocation.issued, surrender.completed, preallocation.issued"""
+verification.approved, verification.finalised, allocation.issued, surrender.completed,
+preallocation.issued"""
 WATCHED = (
     "account.opened",
     "report.submitted",
     "verification.assigned",
     "verification.approved",
+    "verification.finalised",
     "surrender.completed",
 )
 """Topics whose events follow an HTTP command directly: commit -> event on the topic."""
 CONSUMES = {
-    "reporting": "entity.registered",
-    "verification": "report.submitted",
-    "registry": "verification.approved",
+    "reporting": ("entity.registered",),
+    "verification": ("entity.registered", "report.submitted"),
+    "registry": ("verification.finalised",),
 }
-"""The topic each service (but the notifier, which takes them all) consumes."""
-STAGES = ("queued", "account", "report", "case", "assign", "approve", "surrender", "done")
+"""The topics each service (but the notifier, which takes them all) consumes one event of per
+entity in a season."""
+STAGES = (
+    "queued",
+    "account",
+    "report",
+    "case",
+    "assign",
+    "visit",
+    "approve",
+    "finalise",
+    "surrender",
+    "done",
+)
 RAW_TOPIC = "bench.raw"
 
 
@@ -116,12 +132,15 @@ class Scrape:
     def consumed(self, service: str) -> float:
         """Events the service took from its topic(s), whatever the outcome, but for copies of
         events it had already taken (outcome "duplicate": a record published again)."""
-        topic = CONSUMES.get(service)
-        labels = {"topic": topic} if topic else {}
-        outcomes = metric_by(
-            self.bodies[service], "carbon_events_consumed_total", "outcome", **labels
+        filters = [{"topic": topic} for topic in CONSUMES.get(service, ())] or [{}]
+        return sum(
+            value
+            for labels in filters
+            for outcome, value in metric_by(
+                self.bodies[service], "carbon_events_consumed_total", "outcome", **labels
+            ).items()
+            if outcome != "duplicate"
         )
-        return sum(value for outcome, value in outcomes.items() if outcome != "duplicate")
 
     def outcomes(self, service: str) -> dict[str, float]:
         return metric_by(self.bodies[service], "carbon_events_consumed_total", "outcome")
@@ -351,8 +370,22 @@ async def entity_flow(
             headers=bureau,
             json={"agency_id": AGENCY},
             expect=200,
+            # verification has not consumed entity.registered (it checks the lot on the roster)
+            retry_on=frozenset({(409, "entity_unknown")}),
         )
         season.committed["verification.assigned"][key] = at
+
+        season.stage[code] = "visit"
+        await season.call(
+            client,
+            "POST /cases/{id}/site-visit",
+            code,
+            "POST",
+            f"{urls['verification']}/cases/{case_id}/site-visit",
+            headers=verifier,
+            json=SITE_VISIT,
+            expect=200,
+        )
 
         season.stage[code] = "approve"
         _, at = await season.call(
@@ -362,10 +395,22 @@ async def entity_flow(
             "POST",
             f"{urls['verification']}/cases/{case_id}/approve",
             headers=verifier,
-            json={"verified_emissions": total},
+            json={"lines": REPORT["lines"]},  # verified as reported: recomputed, same total
             expect=200,
         )
         season.committed["verification.approved"][key] = at
+
+        season.stage[code] = "finalise"
+        _, at = await season.call(
+            client,
+            "POST /cases/{id}/finalise",
+            code,
+            "POST",
+            f"{urls['verification']}/cases/{case_id}/finalise",
+            headers=bureau,
+            expect=200,
+        )
+        season.committed["verification.finalised"][key] = at
 
         season.stage[code] = "surrender"
         obligation = int(Decimal(total).quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -378,7 +423,7 @@ async def entity_flow(
             headers=entity,
             json={"compliance_year": YEAR, "allowances": obligation},
             expect=201,
-            # the registry has not consumed verification.approved (no allocation) yet
+            # the registry has not consumed verification.finalised (no allocation) yet
             retry_on=frozenset({(404, "no_obligation"), (409, "insufficient_holdings")}),
         )
         receipt = reply.json()
@@ -424,7 +469,9 @@ def season_done(season: Season, now: Scrape, n: int) -> bool:
     assert base is not None
     return (
         now.consumed("notifier") - base.consumed("notifier") >= EVENTS_PER_ENTITY * n
-        and all(now.consumed(s) - base.consumed(s) >= n for s in CONSUMES)
+        and all(
+            now.consumed(s) - base.consumed(s) >= n * len(topics) for s, topics in CONSUMES.items()
+        )
         and all(now.pending(s) == 0 for s in season.urls)
     )
 
@@ -748,10 +795,11 @@ async def pending_report(season: Season) -> None:
                 scrapes[service] = await scrape(client, {service: url})
     for service, now in scrapes.items():
         consumed = now.consumed(service) - (base.consumed(service) if base else 0)
-        wanted = EVENTS_PER_ENTITY * n if service == "notifier" else n
+        topics = CONSUMES.get(service)
+        wanted = n * len(topics) if topics else EVENTS_PER_ENTITY * n
         line(
             f"  {service}",
-            f"consumed {int(consumed)}/{wanted} ({CONSUMES.get(service, 'all topics')}), "
+            f"consumed {int(consumed)}/{wanted} ({', '.join(topics or ['all topics'])}), "
             f"outcomes {now.outcomes(service)}, outbox pending {int(now.pending(service))}",
         )
         if again := now.republished(service):
