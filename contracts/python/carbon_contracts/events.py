@@ -20,6 +20,7 @@ from carbon_contracts.types import (
     Flag,
     Identifier,
     TonnesCO2,
+    WholeNumber,
 )
 
 
@@ -130,7 +131,7 @@ class ReportSubmitted(EventPayload):
     )
     total_emissions: TonnesCO2 = Field(description="all lines, process lines included")
     submitted_at: AwareDatetime
-    version: int = Field(default=1, ge=1, description="1, then one more per correction")
+    version: WholeNumber = Field(default=1, ge=1, description="1, then one more per correction")
     correction_reason: str | None = Field(
         default=None, max_length=2000, description="why this version replaces the previous one"
     )
@@ -171,7 +172,9 @@ class VerificationApproved(EventPayload):
     reported_emissions: TonnesCO2
     verified_emissions: TonnesCO2
     approved_at: AwareDatetime
-    report_version: int | None = Field(default=None, ge=1, description="the version verified")
+    report_version: WholeNumber | None = Field(
+        default=None, ge=1, description="the version verified"
+    )
     factor_table: str | None = Field(default=None, min_length=1)
     lines: list[ReportLine] = Field(default_factory=list, description="verified lines")
     process_lines: list[ProcessLine] = Field(default_factory=list)
@@ -209,7 +212,7 @@ class MonitoringPlanSubmitted(EventPayload):
 
     plan_id: UUID
     plan_year: ComplianceYear
-    version: int = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     sources: list[MonitoringPlanSource] = Field(min_length=1)
     outputs: list[MonitoringPlanOutput]
     late: Flag = Field(description="submitted at or after the policy's plan deadline")
@@ -223,7 +226,7 @@ class MonitoringPlanApproved(EventPayload):
 
     plan_id: UUID
     plan_year: ComplianceYear
-    version: int = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     approved_at: AwareDatetime
 
 
@@ -234,7 +237,7 @@ class MonitoringPlanReturned(EventPayload):
 
     plan_id: UUID
     plan_year: ComplianceYear
-    version: int = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     reason: str = Field(min_length=1, max_length=2000)
     returned_at: AwareDatetime
 
@@ -246,7 +249,7 @@ class ReportReturned(EventPayload):
     EVENT = "report.returned"
 
     report_id: UUID
-    version: int = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     returned_by: ReturnedBy
     reason: str = Field(min_length=1, max_length=2000)
     returned_at: AwareDatetime
@@ -258,7 +261,7 @@ class ReportAccepted(EventPayload):
     EVENT = "report.accepted"
 
     report_id: UUID
-    version: int = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     total_emissions: TonnesCO2
     accepted_at: AwareDatetime
 
@@ -296,7 +299,7 @@ class VerificationReturned(EventPayload):
 
     case_id: UUID
     report_id: UUID
-    report_version: int = Field(ge=1)
+    report_version: WholeNumber = Field(ge=1)
     agency_id: Identifier
     reason: str = Field(min_length=1, max_length=2000)
     returned_at: AwareDatetime
@@ -350,7 +353,7 @@ class VerificationClosed(CyclePayload):
 
     EVENT = "verification.closed"
 
-    cases: int = Field(ge=0, description="final cases of the year")
+    cases: WholeNumber = Field(ge=0, description="final cases of the year")
     total_verified_emissions: TonnesCO2
     closed_at: AwareDatetime
 
