@@ -597,7 +597,7 @@ async def compliance_cycle(
 
     def assigned(reply: httpx.Response) -> bool:
         # Verification joins the roster when assigning: retried until entity.registered is there.
-        unknown = reply.status_code == 409 and reply.json()["code"] == "entity_unknown"
+        unknown = reply.status_code == 409 and reply.json()["error"]["code"] == "entity_unknown"
         assert reply.status_code == 200 or unknown, reply.text
         return reply.status_code == 200
 

@@ -12,14 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EventPayload, Payload, ReportLine, ReportSubmitted
+from carbon_contracts.events import (
+    Payload,
+    ReportLine,
+    ReportSubmitted,
+    VerificationFinalised,
+)
 from carbon_contracts.policy import default_policy_path, load_policy
 from carbon_platform.auth import Role, issue_token
 from carbon_platform.clock import Clock
@@ -67,6 +72,26 @@ def report_submitted(
         ],
         total_emissions=Decimal(emissions),
         submitted_at=at,
+    )
+
+
+def verification_finalised(
+    code: str,
+    verified: str,
+    *,
+    year: int = 2024,
+    case_id: UUID | None = None,
+    at: datetime = datetime(2025, 5, 20, 7, 0, tzinfo=UTC),
+) -> VerificationFinalised:
+    """An entity's final verified figure for the year: what the registry acts on."""
+    return VerificationFinalised(
+        credit_code=code,
+        compliance_year=year,
+        case_id=case_id or uuid4(),
+        report_id=uuid4(),
+        basis="verification",
+        verified_emissions=Decimal(verified),
+        finalised_at=at,
     )
 
 

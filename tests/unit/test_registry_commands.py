@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from sqlalchemy import String
@@ -17,7 +17,14 @@ from carbon_contracts.events import VerificationFinalised
 from registry import commands, store
 from registry.domain.credit_code import make_credit_code
 from registry.schemas import OpenAccount, Registration, RosterUpload, Surrender
-from tests.unit.support import DEADLINE, POLICY, SHANGHAI, Harness, consumed
+from tests.unit.support import (
+    DEADLINE,
+    POLICY,
+    SHANGHAI,
+    Harness,
+    consumed,
+    verification_finalised,
+)
 
 CODE = make_credit_code(1)
 OTHER = make_credit_code(2)
@@ -41,14 +48,8 @@ def final_figure(
     code: str = CODE, verified: str = "24251.551", year: int = 2024
 ) -> VerificationFinalised:
     """The entity's final verified figure for the year (after any re-verification)."""
-    return VerificationFinalised(
-        credit_code=code,
-        compliance_year=year,
-        case_id=CASE_ID,
-        report_id=uuid4(),
-        basis="verification",
-        verified_emissions=Decimal(verified),
-        finalised_at=datetime(2025, 5, 20, 15, 0, tzinfo=SHANGHAI),
+    return verification_finalised(
+        code, verified, year=year, case_id=CASE_ID, at=datetime(2025, 5, 20, 15, 0, tzinfo=SHANGHAI)
     )
 
 
@@ -189,7 +190,9 @@ async def test_open_account_refuses_an_invalid_credit_code(registry: Harness) ->
 # --- on_verification_finalised ----------------------------------------------------------------
 
 
-async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(registry: Harness) -> None:
+async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(
+    registry: Harness,
+) -> None:
     await register(registry)
     approved = consumed(final_figure())
     [issued] = await registry.handle(approved)

@@ -1,5 +1,6 @@
-"""The verification service: verification organised by the Bureau (cases, agency assignment,
-approval of verified emissions)."""
+"""The verification service: verification and re-verification organised by the Bureau (cases,
+assignment by tender lot, site visits, verified emissions recomputed, the final figure, the
+year's close)."""
 
 from __future__ import annotations
 
