@@ -51,9 +51,9 @@ def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
     examples, and those the tests below read written out."""
     common: dict[str, Any] = {"credit_code": code, "compliance_year": 2024}
     from_examples = {
-        event: example(event).model_copy(update=common)
-        for event, model in EVENT_MODELS.items()
-        if issubclass(model, EventPayload)
+        event: payload.model_copy(update=common)
+        for event in EVENT_MODELS
+        if isinstance(payload := example(event), EventPayload)
     }
     return from_examples | {
         "entity.registered": entity_registered(code),
@@ -128,9 +128,7 @@ def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
 async def test_the_close_of_a_years_verification_tells_no_entity(notifier: Harness) -> None:
     await notifier.handle(entity_registered(district="pudong"))
     assert await notifier.handle(example("verification.closed")) == []
-    assert [row.event_type for row in await told(notifier, "entity", CODE)] == [
-        "entity.registered"
-    ]
+    assert [row.event_type for row in await told(notifier, "entity", CODE)] == ["entity.registered"]
 
 
 def test_the_notifier_subscribes_to_every_event_type_of_every_domain_topic() -> None:
