@@ -17,7 +17,6 @@ import pytest
 from carbon_contracts.events import (
     AccountOpened,
     EntityRegistered,
-    VerificationApproved,
 )
 from carbon_platform.auth import issue_token
 from carbon_platform.settings import Settings
@@ -29,7 +28,7 @@ from registry.service import SERVICE as REGISTRY
 from reporting import commands as reporting_commands
 from reporting.schemas import ActivityInput, SubmitReport
 from reporting.service import SERVICE as REPORTING
-from tests.unit.support import Harness, harness, report_submitted
+from tests.unit.support import Harness, harness, report_submitted, verification_finalised
 from verification import commands as verification_commands
 from verification.domain.case import case_id_for
 from verification.schemas import AssignCase
@@ -78,6 +77,9 @@ class Route:
 
 
 REPORT_BODY = {"compliance_year": 2024, "lines": [{"source": "heat", "activity": "1000"}]}
+PLAN_SOURCE = {"source": "heat", "monitoring": "invoice", "factor": "default"}
+EVERY_ROLE = frozenset({"regulator", "entity", "district", "verifier"})
+BUREAU_ONLY = frozenset({"regulator"})
 ROUTES = [
     Route(
         "registry",
@@ -113,24 +115,131 @@ ROUTES = [
     Route("reporting", "POST", "/reports", frozenset({"entity"}), body=REPORT_BODY),
     Route("reporting", "GET", "/reports", frozenset({"regulator", "entity", "district"})),
     Route("reporting", "GET", f"/reports/{A_UUID}", frozenset({"regulator", "entity", "district"})),
-    Route("verification", "GET", "/cases", frozenset({"regulator", "entity", "verifier"})),
     Route(
-        "verification", "GET", f"/cases/{A_UUID}", frozenset({"regulator", "entity", "verifier"})
+        "reporting",
+        "PUT",
+        f"/reports/{A_UUID}/draft",
+        frozenset({"entity"}),
+        body={"lines": REPORT_BODY["lines"]},
+    ),
+    Route("reporting", "POST", f"/reports/{A_UUID}/submit", frozenset({"entity"})),
+    Route(
+        "reporting",
+        "POST",
+        f"/reports/{A_UUID}/versions",
+        frozenset({"entity"}),
+        body={"lines": REPORT_BODY["lines"], "reason": "meter misread"},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/reports/{A_UUID}/return",
+        frozenset({"regulator"}),
+        body={"version": 1, "reason": "invoices missing"},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/reports/{A_UUID}/paper-copy",
+        frozenset({"regulator"}),
+        body={"received_on": "2025-03-20", "delivery": "post"},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/reports/{A_UUID}/accept",
+        frozenset({"regulator"}),
+        body={"version": 1},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        "/determinations",
+        frozenset({"regulator"}),
+        body={**REPORT_BODY, "credit_code": CODE, "reason": "no report"},
+    ),
+    Route("reporting", "GET", "/determinations", frozenset({"regulator", "entity", "district"})),
+    Route(
+        "reporting",
+        "GET",
+        f"/determinations/{A_UUID}",
+        frozenset({"regulator", "entity", "district"}),
+    ),
+    Route(
+        "reporting",
+        "POST",
+        "/monitoring-plans",
+        frozenset({"entity"}),
+        body={"plan_year": 2025, "sources": [PLAN_SOURCE]},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/monitoring-plans/{A_UUID}/versions",
+        frozenset({"entity"}),
+        body={"sources": [PLAN_SOURCE]},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/monitoring-plans/{A_UUID}/approve",
+        frozenset({"regulator"}),
+        body={"version": 1},
+    ),
+    Route(
+        "reporting",
+        "POST",
+        f"/monitoring-plans/{A_UUID}/return",
+        frozenset({"regulator"}),
+        body={"version": 1, "reason": "no method for the boilers"},
+    ),
+    Route("reporting", "GET", "/monitoring-plans", frozenset({"regulator", "entity", "district"})),
+    Route(
+        "reporting",
+        "GET",
+        f"/monitoring-plans/{A_UUID}",
+        frozenset({"regulator", "entity", "district"}),
+    ),
+    Route("verification", "GET", "/lots", EVERY_ROLE),
+    Route("verification", "GET", "/cases", EVERY_ROLE),
+    Route("verification", "GET", f"/cases/{A_UUID}", EVERY_ROLE),
+    Route("verification", "POST", "/lots/lot-2024-01/assign", BUREAU_ONLY),
+    Route(
+        "verification", "POST", f"/cases/{A_UUID}/assign", BUREAU_ONLY, body={"agency_id": AGENCY}
     ),
     Route(
         "verification",
         "POST",
-        f"/cases/{A_UUID}/assign",
-        frozenset({"regulator"}),
-        body={"agency_id": AGENCY},
+        f"/cases/{A_UUID}/contact",
+        frozenset({"entity"}),
+        body={"name": "Li Wei", "phone": "021 5555 0101"},
+    ),
+    Route(
+        "verification",
+        "POST",
+        f"/cases/{A_UUID}/site-visit",
+        frozenset({"verifier"}),
+        body={"visited_on": "2025-04-10", "findings": "meters agree"},
+    ),
+    Route(
+        "verification",
+        "POST",
+        f"/cases/{A_UUID}/return",
+        frozenset({"verifier"}),
+        body={"reason": "heat invoices missing"},
     ),
     Route(
         "verification",
         "POST",
         f"/cases/{A_UUID}/approve",
         frozenset({"verifier"}),
-        body={"verified_emissions": "1.000"},
+        body={"lines": [{"source": "heat", "activity": "1000"}]},
     ),
+    Route("verification", "POST", f"/cases/{A_UUID}/select", BUREAU_ONLY, body={"reason": "x"}),
+    Route("verification", "POST", f"/cases/{A_UUID}/finalise", BUREAU_ONLY),
+    Route("verification", "POST", "/years/2024/selection", BUREAU_ONLY),
+    Route("verification", "POST", "/years/2024/close", BUREAU_ONLY),
+    Route("verification", "GET", "/years/2024", BUREAU_ONLY),
     Route("notifier", "GET", "/notifications", frozenset({"regulator", "entity", "district"})),
 ]
 REFUSED_ROLES = [
@@ -308,18 +417,7 @@ async def test_the_bureau_or_the_entity_opens_the_account(registry: Harness) -> 
 async def test_the_entity_surrenders_for_itself(registry: Harness) -> None:
     await register(registry, CODE)
     await registry.run(registry_commands.open_account, OpenAccount(credit_code=CODE))
-    await registry.handle(
-        VerificationApproved(
-            credit_code=CODE,
-            compliance_year=2024,
-            case_id=uuid4(),
-            report_id=uuid4(),
-            agency_id=AGENCY,
-            reported_emissions=Decimal("10.000"),
-            verified_emissions=Decimal("10.000"),
-            approved_at=datetime(2025, 5, 1, tzinfo=UTC),
-        )
-    )
+    await registry.handle(verification_finalised(CODE, "10.000"))
     body = {"compliance_year": 2024, "allowances": 10}
     async with registry.client() as client:
         by_other = await client.post(
@@ -451,14 +549,24 @@ async def test_report_listings_are_scoped(
 
 # --- verification -----------------------------------------------------------------------------
 
+ROSTER = {CODE: (DISTRICT, "power"), OTHER: (OTHER_DISTRICT, "textiles")}
+"""Where verification's roster puts them: CODE in lot-2024-01 (AGENCY), OTHER in lot-2024-02."""
+LOT_AGENCY = {CODE: AGENCY, OTHER: OTHER_AGENCY}
 
-async def opened(verification: Harness, code: str, agency: str | None = None) -> str:
+
+async def opened(verification: Harness, code: str, *, assign: bool = False) -> str:
+    """A case for a report of `code` (on the roster if ROSTER knows it), assigned to its lot's
+    agency if asked."""
+    if code in ROSTER:
+        district, sector = ROSTER[code]
+        await verification.handle(registered(code, district).model_copy(update={"sector": sector}))
     report_id = uuid4()
     await verification.handle(report_submitted(code, report_id))
     case_id = str(case_id_for(report_id))
-    if agency:
+    if assign:
         await verification.run(
-            verification_commands.assign, AssignCase(case_id=case_id, agency_id=agency)
+            verification_commands.assign_case,
+            AssignCase(case_id=case_id, agency_id=LOT_AGENCY[code], by="bureau"),
         )
     return case_id
 
@@ -471,14 +579,17 @@ async def opened(verification: Harness, code: str, agency: str | None = None) ->
         ("other entity", 403),
         ("agency", 200),
         ("other agency", 403),
-        ("district", 403),
+        ("district", 200),
+        ("other district", 403),
     ],
 )
 async def test_reading_a_case(verification: Harness, caller: str, status: int) -> None:
-    case_id = await opened(verification, CODE, AGENCY)
+    case_id = await opened(verification, CODE, assign=True)
     async with verification.client() as client:
         response = await client.get(f"/cases/{case_id}", headers=as_(verification, caller))
     assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["history"][0]["action"] == "open"
 
 
 async def test_no_agency_reads_an_unassigned_case(verification: Harness) -> None:
@@ -495,55 +606,93 @@ async def test_no_agency_reads_an_unassigned_case(verification: Harness) -> None
     [
         ("bureau", "", {CODE, OTHER, UNKNOWN}),
         ("bureau", f"?credit_code={CODE}", {CODE}),
+        ("bureau", f"?district={OTHER_DISTRICT}", {OTHER}),
+        ("bureau", "?sector=textiles", {OTHER}),
+        ("bureau", "?lot_id=lot-2024-02", {OTHER}),
+        ("bureau", f"?agency_id={AGENCY}", {CODE}),
+        ("bureau", "?status=opened", {UNKNOWN}),
+        ("bureau", "?round=reverification", set()),
+        ("bureau", "?compliance_year=2025", set()),
         ("entity", "", {CODE}),
-        ("entity", f"?credit_code={OTHER}", {CODE}),
+        ("entity", f"?credit_code={OTHER}", {CODE}),  # a filter cannot widen the scope
         ("agency", "", {CODE}),
         ("other agency", "", {OTHER}),
         ("agency", f"?credit_code={OTHER}", set()),
+        ("agency", f"?agency_id={OTHER_AGENCY}", {CODE}),
+        ("district", "", {CODE}),  # UNKNOWN is on no roster: no district sees it
+        ("other district", "", {OTHER}),
+        ("district", f"?district={OTHER_DISTRICT}", {CODE}),
     ],
 )
 async def test_case_listings_are_scoped(
     verification: Harness, caller: str, query: str, expected: set[str]
 ) -> None:
-    await opened(verification, CODE, AGENCY)
-    await opened(verification, OTHER, OTHER_AGENCY)
-    await opened(verification, UNKNOWN)  # not yet assigned: no agency sees it
+    await opened(verification, CODE, assign=True)
+    await opened(verification, OTHER, assign=True)
+    await opened(verification, UNKNOWN)  # not on the roster, not assigned: no agency sees it
     async with verification.client() as client:
         response = await client.get(f"/cases{query}", headers=as_(verification, caller))
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert {case["credit_code"] for case in response.json()} == expected
 
 
-async def test_the_bureau_assigns_and_the_assigned_agency_approves(
-    verification: Harness,
-) -> None:
-    case_id = await opened(verification, CODE)
-    approval = {"verified_emissions": "59.000"}
+async def test_any_caller_reads_the_lots(verification: Harness) -> None:
     async with verification.client() as client:
-        assigned = await client.post(
-            f"/cases/{case_id}/assign",
-            json={"agency_id": AGENCY},
-            headers=as_(verification, "bureau"),
-        )
-        by_other = await client.post(
-            f"/cases/{case_id}/approve", json=approval, headers=as_(verification, "other agency")
-        )
-        approved = await client.post(
-            f"/cases/{case_id}/approve", json=approval, headers=as_(verification, "agency")
-        )
-        unknown = await client.post(
-            f"/cases/{A_UUID}/assign",
-            json={"agency_id": AGENCY},
-            headers=as_(verification, "bureau"),
-        )
-    assert (assigned.status_code, assigned.json()["agency_id"]) == (200, AGENCY)
-    assert (by_other.status_code, error_code(by_other)) == (403, "other_agency")
+        response = await client.get("/lots", headers=as_(verification, "entity"))
+    assert response.status_code == 200
+    assert [(lot["id"], lot["agency"]) for lot in response.json()["lots"]] == [
+        ("lot-2024-01", "sh-verify-01"),
+        ("lot-2024-02", "sh-verify-02"),
+        ("lot-2024-r1", "sh-verify-03"),
+    ]
+
+
+async def test_each_party_does_its_part_of_a_verification(verification: Harness) -> None:
+    case_id = await opened(verification, CODE)
+    path = f"/cases/{case_id}"
+    visit = {"visited_on": "2025-04-10", "findings": "meters agree"}
+    contact = {"name": "Li Wei", "phone": "021 5555 0101"}
+    lines = {"lines": [{"source": "heat", "activity": "1000"}]}
+    async with verification.client() as client:
+
+        async def post(route: str, caller: str, body: Any = None) -> httpx.Response:
+            return await client.post(route, json=body, headers=as_(verification, caller))
+
+        assigned = await post("/lots/lot-2024-01/assign", "bureau")
+        by_other_entity = await post(f"{path}/contact", "other entity", contact)
+        named = await post(f"{path}/contact", "entity", contact)
+        visit_by_other = await post(f"{path}/site-visit", "other agency", visit)
+        visited = await post(f"{path}/site-visit", "agency", visit)
+        approve_by_other = await post(f"{path}/approve", "other agency", lines)
+        approved = await post(f"{path}/approve", "agency", lines)
+        finalised = await post(f"{path}/finalise", "bureau")
+        year = await client.get("/years/2024", headers=as_(verification, "bureau"))
+        closed = await post("/years/2024/close", "bureau")
+        unknown = await post(f"/cases/{A_UUID}/assign", "bureau", {"agency_id": AGENCY})
+        unknown_lot = await post("/lots/lot-9/assign", "bureau")
+    assert assigned.status_code == 200, assigned.text
+    assert [case["agency_id"] for case in assigned.json()["assigned"]] == [AGENCY]
+    assert (by_other_entity.status_code, error_code(by_other_entity)) == (403, "forbidden")
+    assert named.json()["contact"] == contact
+    assert (visit_by_other.status_code, error_code(visit_by_other)) == (403, "other_agency")
+    assert visited.json()["verification_visit"] == visit
+    assert (approve_by_other.status_code, error_code(approve_by_other)) == (403, "other_agency")
     assert approved.status_code == 200, approved.text
     assert (approved.json()["status"], approved.json()["verified_emissions"]) == (
         "approved",
-        "59.000",
+        "60.000",
     )
+    assert (approved.json()["difference"], approved.json()["calculation"]["total"]) == (
+        "0.000",
+        "60.000",
+    )
+    assert (finalised.json()["status"], finalised.json()["final_emissions"]) == ("final", "60.000")
+    assert year.json()["cases_by_status"]["final"] == 1
+    assert (year.json()["rostered"], year.json()["without_case"]) == (1, 0)
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["total_verified_emissions"] == "60.000"
     assert (unknown.status_code, error_code(unknown)) == (404, "unknown_case")
+    assert (unknown_lot.status_code, error_code(unknown_lot)) == (404, "unknown_lot")
 
 
 # --- notifier ---------------------------------------------------------------------------------

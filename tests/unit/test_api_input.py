@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
 from uuid import uuid4
 
 import httpx
@@ -14,7 +13,6 @@ import pytest
 
 from carbon_contracts.events import (
     EntityRegistered,
-    VerificationApproved,
 )
 from registry import commands as registry_commands
 from registry import store as registry_store
@@ -22,10 +20,10 @@ from registry.domain.credit_code import make_credit_code
 from registry.schemas import OpenAccount, Registration
 from registry.service import SERVICE as REGISTRY
 from reporting import store as reporting_store
-from tests.unit.support import Harness, report_submitted
+from tests.unit.support import Harness, report_submitted, verification_finalised
 from verification import commands as verification_commands
 from verification.domain.case import case_id_for
-from verification.schemas import AssignCase
+from verification.schemas import AssignCase, RecordSiteVisit
 
 CODE = make_credit_code(1)
 AGENCY = "sh-verify-01"
@@ -50,18 +48,7 @@ async def obliged(registry: Harness) -> AsyncIterator[Harness]:
         ),
     )
     await registry.run(registry_commands.open_account, OpenAccount(credit_code=CODE))
-    await registry.handle(
-        VerificationApproved(
-            credit_code=CODE,
-            compliance_year=2024,
-            case_id=uuid4(),
-            report_id=uuid4(),
-            agency_id=AGENCY,
-            reported_emissions=Decimal("100.000"),
-            verified_emissions=Decimal("100.000"),
-            approved_at=datetime(2025, 5, 1, tzinfo=UTC),
-        )
-    )
+    await registry.handle(verification_finalised(CODE, "100.000"))
     yield registry
 
 
@@ -99,47 +86,124 @@ async def test_a_json_integer_is_accepted(obliged: Harness) -> None:
     assert (response.json()["surrendered_now"], response.json()["remaining"]) == (40, 60)
 
 
-# --- decimals: POST /cases/{id}/approve -------------------------------------------------------
+# --- decimals and dates: verification ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "emissions", ["24251", "24251.551", "true", '"24251.55"', '"24251.5510"', '"-1.000"']
-)
-async def test_verified_emissions_must_be_a_decimal_string_with_three_decimals(
-    verification: Harness, emissions: str
-) -> None:
-    case_id = await assigned_case(verification)
-    async with verification.client() as client:
-        response = await client.post(
-            f"/cases/{case_id}/approve",
-            content=f'{{"verified_emissions": {emissions}}}'.encode(),
-            headers={**verification.token("verifier", agency=AGENCY), **JSON},
+async def assigned_case(verification: Harness, *, visited: bool = False) -> str:
+    """CODE's case with the agency of its lot (chemicals in pudong: lot-2024-01), its site
+    visit recorded if asked."""
+    await verification.handle(
+        EntityRegistered(
+            credit_code=CODE,
+            compliance_year=2024,
+            name="A",
+            district="pudong",
+            sector="chemicals",
+            new_entrant=False,
+            registered_at=datetime(2025, 1, 10, tzinfo=UTC),
         )
-        case = await client.get(f"/cases/{case_id}", headers=verification.token("regulator"))
-    assert invalid(response), response.text
-    assert case.json()["status"] == "assigned"
-
-
-async def test_a_decimal_string_is_accepted(verification: Harness) -> None:
-    case_id = await assigned_case(verification)
-    async with verification.client() as client:
-        response = await client.post(
-            f"/cases/{case_id}/approve",
-            json={"verified_emissions": "24251.551"},
-            headers=verification.token("verifier", agency=AGENCY),
-        )
-    assert response.status_code == 200, response.text
-    assert response.json()["verified_emissions"] == "24251.551"
-
-
-async def assigned_case(verification: Harness) -> str:
+    )
     report_id = uuid4()
     await verification.handle(report_submitted(CODE, report_id))
     case_id = str(case_id_for(report_id))
     await verification.run(
-        verification_commands.assign, AssignCase(case_id=case_id, agency_id=AGENCY)
+        verification_commands.assign_case,
+        AssignCase(case_id=case_id, agency_id=AGENCY, by="bureau"),
     )
+    if visited:
+        await verification.run(
+            verification_commands.record_site_visit,
+            RecordSiteVisit(
+                case_id=case_id,
+                agency_id=AGENCY,
+                visited_on=date(2025, 4, 10),
+                findings="meters agree",
+                by="verifier",
+            ),
+        )
     return case_id
+
+
+async def post_case(verification: Harness, case_id: str, action: str, body: str) -> httpx.Response:
+    """A request with this exact JSON text, as the case's agency (or, for contact, its entity)."""
+    caller = (
+        verification.token("entity", credit_code=CODE)
+        if action == "contact"
+        else verification.token("verifier", agency=AGENCY)
+    )
+    async with verification.client() as client:
+        return await client.post(
+            f"/cases/{case_id}/{action}", content=body.encode(), headers={**caller, **JSON}
+        )
+
+
+async def case_view(verification: Harness, case_id: str) -> dict[str, object]:
+    async with verification.client() as client:
+        response = await client.get(f"/cases/{case_id}", headers=verification.token("regulator"))
+    view: dict[str, object] = response.json()
+    return view
+
+
+@pytest.mark.parametrize(
+    "activity", ["1000", "1000.5", "true", "null", '"1e3"', '"-1"', '"1.0000000001"', '"1,000"']
+)
+async def test_verified_activity_must_be_a_decimal_string(
+    verification: Harness, activity: str
+) -> None:
+    case_id = await assigned_case(verification, visited=True)
+    body = f'{{"lines": [{{"source": "heat", "activity": {activity}}}]}}'
+    response = await post_case(verification, case_id, "approve", body)
+    assert invalid(response), response.text
+    assert response.json()["error"]["details"][0]["loc"][:3] == ["body", "lines", 0]
+    assert (await case_view(verification, case_id))["status"] == "assigned"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"lines": []}',
+        '{"lines": [{"source": "heat", "activity": "1000", "emissions": "60.000"}]}',
+        '{"lines": [{"source": "steam", "activity": "1000"}]}',
+        '{"verified_emissions": "60.000"}',  # the figure is computed, never typed
+        json.dumps({"lines": [{"source": "heat", "activity": "1"}] * 501}),
+    ],
+)
+async def test_verified_lines_are_closed_and_bounded(verification: Harness, body: str) -> None:
+    case_id = await assigned_case(verification, visited=True)
+    response = await post_case(verification, case_id, "approve", body)
+    assert invalid(response), response.text
+    assert (await case_view(verification, case_id))["verified_emissions"] is None
+
+
+async def test_verified_lines_as_decimal_strings_are_recomputed(verification: Harness) -> None:
+    case_id = await assigned_case(verification, visited=True)
+    body = '{"lines": [{"source": "heat", "activity": "1000"}]}'
+    response = await post_case(verification, case_id, "approve", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["verified_emissions"] == "60.000"
+
+
+@pytest.mark.parametrize(
+    "visited_on",
+    ['"2025-4-10"', '"2025-04-10T10:00:00+08:00"', "20250410", '"10/04/2025"', '"2025-02-30"'],
+)
+async def test_a_site_visit_date_is_written_yyyy_mm_dd(
+    verification: Harness, visited_on: str
+) -> None:
+    case_id = await assigned_case(verification)
+    body = f'{{"visited_on": {visited_on}, "findings": "meters agree"}}'
+    response = await post_case(verification, case_id, "site-visit", body)
+    assert invalid(response), response.text
+    assert (await case_view(verification, case_id))["verification_visit"] is None
+
+
+@pytest.mark.parametrize("phone", ['"call me"', "2155550101", '"+"', '""'])
+async def test_a_contact_phone_must_look_like_one(verification: Harness, phone: str) -> None:
+    case_id = await assigned_case(verification)
+    body = f'{{"name": "Li", "phone": {phone}}}'
+    response = await post_case(verification, case_id, "contact", body)
+    assert invalid(response), response.text
+    assert (await case_view(verification, case_id))["contact"] is None
 
 
 # --- flags and closed bodies: POST /entities --------------------------------------------------

@@ -30,10 +30,32 @@ DOCUMENTED: dict[tuple[str, str, str], set[int]] = {
     ("reporting", "post", "/reports"): {403, 404, 409},
     ("reporting", "get", "/reports"): {403},
     ("reporting", "get", "/reports/{report_id}"): {403, 404},
+    ("reporting", "put", "/reports/{report_id}/draft"): {403, 404, 409},
+    ("reporting", "post", "/reports/{report_id}/submit"): {403, 404, 409},
+    ("reporting", "post", "/reports/{report_id}/versions"): {403, 404, 409},
+    ("reporting", "post", "/reports/{report_id}/return"): {403, 404, 409},
+    ("reporting", "post", "/reports/{report_id}/paper-copy"): {403, 404, 409},
+    ("reporting", "post", "/reports/{report_id}/accept"): {403, 404, 409},
+    ("reporting", "post", "/determinations"): {403, 404, 409},
+    ("reporting", "get", "/determinations"): {403},
+    ("reporting", "get", "/determinations/{determination_id}"): {403, 404},
+    ("reporting", "post", "/monitoring-plans"): {403, 404, 409},
+    ("reporting", "post", "/monitoring-plans/{plan_id}/versions"): {403, 404, 409},
+    ("reporting", "post", "/monitoring-plans/{plan_id}/approve"): {403, 404, 409},
+    ("reporting", "post", "/monitoring-plans/{plan_id}/return"): {403, 404, 409},
+    ("reporting", "get", "/monitoring-plans"): {403},
+    ("reporting", "get", "/monitoring-plans/{plan_id}"): {403, 404},
+    ("verification", "get", "/lots"): set(),
     ("verification", "get", "/cases"): {403},
     ("verification", "get", "/cases/{case_id}"): {403, 404},
-    ("verification", "post", "/cases/{case_id}/assign"): {403, 404, 409},
-    ("verification", "post", "/cases/{case_id}/approve"): {403, 404, 409},
+    ("verification", "post", "/lots/{lot_id}/assign"): {403, 404, 409},
+    **{
+        ("verification", "post", f"/cases/{{case_id}}/{action}"): {403, 404, 409}
+        for action in ("assign", "contact", "site-visit", "return", "approve", "select", "finalise")
+    },
+    ("verification", "post", "/years/{year}/selection"): {403, 409},
+    ("verification", "post", "/years/{year}/close"): {403, 409},
+    ("verification", "get", "/years/{year}"): {403},
     ("notifier", "get", "/notifications"): {403},
 }
 PUBLIC: dict[tuple[str, str, str], set[int]] = {
@@ -118,6 +140,10 @@ async def test_created_and_accepted_routes_document_their_status(
         ("registry", "post", "/entities/{credit_code}/surrenders"): "201",
         ("registry", "post", "/roster/imports"): "202",
         ("reporting", "post", "/reports"): "201",
+        ("reporting", "post", "/reports/{report_id}/versions"): "201",
+        ("reporting", "post", "/determinations"): "201",
+        ("reporting", "post", "/monitoring-plans"): "201",
+        ("reporting", "post", "/monitoring-plans/{plan_id}/versions"): "201",
     }
     for key, operation in operations(name, document).items():
         if key in created:

@@ -84,17 +84,17 @@ class ActivityLine:
             raise CalculationError(
                 f"unknown source {self.source!r}: expected one of {', '.join(SOURCES)}"
             )
-        for source, field in _NAMED.items():
-            value = getattr(self, field)
+        for source, named in _NAMED.items():
+            value = getattr(self, named)
             if self.source == source:
                 if value is None or value == "":
-                    raise CalculationError(f"a {source} line must name its {field}")
+                    raise CalculationError(f"a {source} line must name its {named}")
                 if not isinstance(value, str):
-                    raise CalculationError(f"a {field} is named by a string, not {value!r}")
+                    raise CalculationError(f"a {named} is named by a string, not {value!r}")
             elif value is not None:
                 article = "an" if self.source == "electricity" else "a"
                 raise CalculationError(
-                    f"{article} {self.source} line names no {field}, but {field} {value!r} "
+                    f"{article} {self.source} line names no {named}, but {named} {value!r} "
                     "was given"
                 )
         line = f"{self.name!r} {self.source} line" if self.name else f"{self.source} line"

@@ -209,10 +209,11 @@ def topics(
 ) -> None:
     """List the topic catalogue; with --create, provision it on a broker."""
     cat = catalogue()
-    typer.echo(f"{'topic':<24}{'owner':<14}{'key':<13}{'partitions':>10}  event types")
+    width = max(len(topic.name) for topic in cat.topics) + 2
+    typer.echo(f"{'topic':<{width}}{'owner':<14}{'key':<13}{'partitions':>10}  event types")
     for topic in cat.topics:
         typer.echo(
-            f"{topic.name:<24}{topic.owner:<14}{topic.key:<13}{topic.partitions:>10}  "
+            f"{topic.name:<{width}}{topic.owner:<14}{topic.key:<13}{topic.partitions:>10}  "
             f"{', '.join(topic.event_types) or '(dead letters)'}"
         )
     if create:

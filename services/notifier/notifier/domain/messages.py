@@ -86,9 +86,7 @@ def notifications_for(
                 if payload.version > 1
                 else f"Report {payload.report_id}"
             )
-            paper = (
-                " Mail the sealed paper copy to the Bureau." if policy.report.paper_copy else ""
-            )
+            paper = " Mail the sealed paper copy to the Bureau." if policy.report.paper_copy else ""
             to_entity = (
                 f"{year} emissions report received",
                 f"{what} received: {payload.total_emissions} tCO2e computed with factor table "
@@ -143,8 +141,7 @@ def notifications_for(
         case ev.VerificationReturned():
             to_entity = (
                 "Verification: report returned",
-                f"Agency {payload.agency_id} returned your report for correction: "
-                f"{payload.reason}",
+                f"Agency {payload.agency_id} returned your report for correction: {payload.reason}",
             )
         case ev.VerificationApproved():
             to_entity = (
@@ -156,8 +153,7 @@ def notifications_for(
         case ev.ReverificationSelected():
             to_entity = (
                 f"{year} report selected for re-verification",
-                f"Your {year} verification will be re-verified by another agency: "
-                f"{payload.reason}",
+                f"Your {year} verification will be re-verified by another agency: {payload.reason}",
             )
         case ev.ReverificationCompleted():
             to_entity = (
