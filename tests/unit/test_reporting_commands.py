@@ -181,6 +181,17 @@ async def test_a_report_is_late_from_the_first_instant_after_the_deadline_day(
     assert (await state(reporting, ran.result.report_id)).late is late
 
 
+async def test_a_report_of_process_lines_alone_is_refused_with_its_reason(
+    reporting: Harness,
+) -> None:
+    # The contract's report.submitted carries at least one fuel, electricity or heat line.
+    await reporting.handle(registered())
+    error = await refused(
+        reporting, commands.submit_report, report([LIMESTONE]), Invalid, "invalid_activity"
+    )
+    assert "at least one fuel, electricity or heat line" in str(error)
+
+
 async def test_a_report_for_another_cycle_is_invalid(reporting: Harness) -> None:
     await reporting.handle(registered(year=2025))
     error = await refused(

@@ -779,7 +779,7 @@ async def determine(uow: UnitOfWork, command: Determine) -> DeterminationChange:
     policy = uow.policy
     code, year = command.credit_code, command.compliance_year
     _this_cycle(policy, year, "determinations")
-    contents = _compute(command.lines, policy)
+    contents = _compute(command.lines, policy, for_a_report=False)
     await _rostered(uow, code, year)
     if not is_late(uow.now, policy.deadlines.report):
         raise Conflict(
@@ -856,11 +856,20 @@ def _this_cycle(policy: Policy, year: int, what: str) -> None:
         )
 
 
-def _compute(lines: list[ActivityInput], policy: Policy) -> ContractLines:
+def _compute(
+    lines: list[ActivityInput], policy: Policy, *, for_a_report: bool = True
+) -> ContractLines:
     try:
-        return compute(lines, FactorTable.from_policy(policy))
+        contents = compute(lines, FactorTable.from_policy(policy))
     except CalculationError as error:
         raise Invalid("invalid_activity", str(error)) from error
+    if for_a_report and not contents.lines:
+        # report.submitted v1 carries at least one fuel, electricity or heat line.
+        raise Invalid(
+            "invalid_activity",
+            "a report has at least one fuel, electricity or heat line besides its process lines",
+        )
+    return contents
 
 
 def _check_outputs(outputs: list[ProductionOutput]) -> None:
