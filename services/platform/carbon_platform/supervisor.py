@@ -9,6 +9,7 @@ and every service republishes its history onto it (see carbon_platform.outbox).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import subprocess
 import time
 import urllib.request
@@ -148,5 +149,7 @@ def _answers_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as reply:
             return bool(reply.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # Not HTTP yet: e.g. before the service listens, a connection to a port in the ephemeral
+        # range can meet itself (TCP self-connect) and read back its own request line.
         return False
