@@ -739,6 +739,36 @@ async def test_an_approved_case_not_selected_is_final(verification: Harness) -> 
     }
 
 
+async def test_the_first_agency_still_reads_the_case_a_second_one_reverifies(
+    verification: Harness,
+) -> None:
+    await reverifying(verification)
+    async with verification.client() as client:
+
+        def as_agency(agency: str) -> dict[str, str]:
+            return verification.token("verifier", agency=agency)
+
+        detail = {
+            agency: await client.get(f"/cases/{CASE_ID}", headers=as_agency(agency))
+            for agency in (AGENCY, REVERIFIER, OTHER_AGENCY)
+        }
+        listed = {
+            agency: (await client.get("/cases", headers=as_agency(agency))).json()
+            for agency in (AGENCY, REVERIFIER, OTHER_AGENCY)
+        }
+    assert {agency: reply.status_code for agency, reply in detail.items()} == {
+        AGENCY: 200,
+        REVERIFIER: 200,
+        OTHER_AGENCY: 403,
+    }
+    assert detail[AGENCY].json()["agency_id"] == REVERIFIER
+    assert {agency: len(cases) for agency, cases in listed.items()} == {
+        AGENCY: 1,
+        REVERIFIER: 1,
+        OTHER_AGENCY: 0,
+    }
+
+
 async def test_reverification_by_the_first_agency_is_refused(verification: Harness) -> None:
     await selected(verification)
     error = await refused(

@@ -3,6 +3,7 @@ state, applies the domain rules and records the events it causes. No HTTP, no Ka
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -516,6 +517,15 @@ async def load_case(conn: Any, case_id: str) -> Any:
 def owner_of(row: Any) -> Owner:
     """Whom a case belongs to: its entity, the entity's district, the agency at work."""
     return Owner(credit_code=row.credit_code, district=row.district, agency=row.agency_id)
+
+
+def readers_of(row: Any) -> list[Owner]:
+    """Who may read a case: its owner, and the agency of its first round, which keeps seeing
+    the case it verified once a second agency re-verifies it."""
+    owners = [owner_of(row)]
+    if row.first_agency_id and row.first_agency_id != row.agency_id:
+        owners.append(replace(owners[0], agency=row.first_agency_id))
+    return owners
 
 
 async def _saved(uow: UnitOfWork, before: Case, change: Change, *, by: str) -> bool:

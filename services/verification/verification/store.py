@@ -298,11 +298,17 @@ async def list_cases(
     status: str | None = None,
     round_: str | None = None,
     agency_id: str | None = None,
+    worked_by: str | None = None,
     district: str | None = None,
     sector: str | None = None,
 ) -> list[Any]:
-    """Cases in the order they were opened, each with its entity's district and sector."""
+    """Cases in the order they were opened, each with its entity's district and sector.
+    `worked_by`: an agency at work on the case or that verified its first round."""
     query = _CASES.order_by(cases.c.opened_at, cases.c.case_id)
+    if worked_by is not None:
+        query = query.where(
+            (cases.c.agency_id == worked_by) | (cases.c.first_agency_id == worked_by)
+        )
     for column, wanted in (
         (cases.c.compliance_year, compliance_year),
         (cases.c.credit_code, credit_code),
