@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,10 +58,16 @@ def example(event: str) -> Payload:
     return load_example(next((p for p in paths if p.name == STORY), paths[0]))
 
 
+LISTEN_PORTS = range(20_000, 32_000)
+"""Where tests let servers listen: below Linux's ephemeral range (32768-60999), so that no
+outgoing connection takes a port between the check and the bind, and no probe of a port nobody
+listens on yet can meet itself (a TCP self-connect)."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    while not _is_free(port := random.choice(LISTEN_PORTS)):
+        pass
+    return port
 
 
 def wait_until(
@@ -394,7 +401,7 @@ def _port_offset(instances: int = 1) -> int:
     while True:
         offset = free_port() - min(PORTS.values())
         ports = [port + offset + 10 * n for port in PORTS.values() for n in range(instances)]
-        if max(ports) < 65000 and all(_is_free(port) for port in ports):
+        if max(ports) < LISTEN_PORTS.stop and all(_is_free(port) for port in ports):
             return offset
 
 
