@@ -22,7 +22,7 @@ from carbon_platform.clock import Clock
 from carbon_platform.codec import Outgoing, encode
 from carbon_platform.db import make_engine
 from carbon_platform.migrations import migrate
-from carbon_platform.outbox import OutboxRelay, add_to_outbox
+from carbon_platform.outbox import REFUSALS_BEFORE_REPAIR, OutboxRelay, add_to_outbox
 from carbon_platform.runtime import BrokerProbe
 from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
@@ -244,3 +244,42 @@ async def test_a_partition_a_new_broker_spoilt_is_created_again(relays: Relays) 
     on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
     ids = [r.headers["ce_id"].decode() for r in on_topic]
     assert sorted(ids) == sorted(event.event_id for event in [*history, late])  # no stray
+
+
+async def test_after_our_own_send_reached_a_missing_topic_every_event_gets_through(
+    relays: Relays,
+) -> None:
+    # As above, but the send that reached the missing topic was the relay's own, so the
+    # partition holds our record where the relay looks. A CI run saw a relay then keep such a
+    # topic and fail for 44 s; since, a partition that holds ours and refuses
+    # REFUSALS_BEFORE_REPAIR sends in a row is created again too. Here Tansu refuses once.
+    relay = await relays.relay("registry-1")
+    history = [registration(n) for n in range(3)]
+    await relays.commit(*history)
+    await relay._step()
+
+    await asyncio.to_thread(relays.broker.kill)
+    await asyncio.to_thread(relays.broker.start, topics=False)
+    first = registration(0)  # the key of history[0]: its partition
+    await relays.commit(first)
+    await relay._step()  # its producer knows the topic from before: the send lands anyway
+    await create_topics(relays.broker.bootstrap, catalogue())
+    late = registration(0)
+    await relays.commit(late)
+
+    failures: list[Exception] = []
+    for _ in range(2 * REFUSALS_BEFORE_REPAIR):
+        try:
+            await relay._step()
+        except Exception as error:
+            failures.append(error)
+            continue
+        if all(published for _, published, _ in await relays.outbox()):
+            break
+
+    assert all(published for _, published, _ in await relays.outbox())
+    assert 0 < len(failures) <= REFUSALS_BEFORE_REPAIR
+    assert {type(error).__name__ for error in failures} == {"UnknownError"}
+    on_topic = await asyncio.to_thread(read_topic, relays.broker.bootstrap, "entity.registered")
+    ids = {r.headers["ce_id"].decode() for r in on_topic}
+    assert {event.event_id for event in [first, late]} <= ids

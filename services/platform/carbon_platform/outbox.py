@@ -43,6 +43,10 @@ LEASE = "relay"
 # Errors of the record itself: sending it again can never succeed.
 _UNPUBLISHABLE = (MessageSizeTooLargeError, RecordTooLargeError)
 
+REFUSALS_BEFORE_REPAIR = 3
+"""UnknownErrors in a row from a partition that holds our records before its topic is created
+again (at the relay's backoff, about 0.7 s of refusals)."""
+
 
 async def add_to_outbox(
     conn: AsyncConnection, outbox: Table, events: Sequence[Outgoing], *, at: datetime
@@ -122,6 +126,7 @@ class OutboxRelay:
         self._next_history_check = 0.0
         self._suspect = True  # check before the first send
         self._recovering = False  # send one by one until a batch goes through whole
+        self._refusals: dict[tuple[str, int], int] = {}  # UnknownErrors in a row per partition
         # Marks of published rows, (row id, event_id, topic, partition, offset): the newest sent,
         # and the newest sent before the last history check that found everything in place.
         self._last_sent: Any = None
@@ -274,6 +279,7 @@ class OutboxRelay:
             if isinstance(error, UnknownError):
                 await self._repair(row)
             raise error  # what was sent is marked; the rest goes again, after a pause
+        self._refusals.clear()
         if one_by_one:
             self._recovering = False
         if parked or len(rows) == self._batch_size:  # there may be more: count them
@@ -373,19 +379,28 @@ class OutboxRelay:
         """Tansu takes a send to a topic it does not have yet (one in flight as it came back
         empty), then, once the topic is created, refuses every send to that partition with an
         UnknownError. A partition that refuses a row that way and holds none of the rows we
-        published to it has nothing of ours to keep: its topic is created again and its history
-        published again. Where ACLs apply a service may not delete topics, and this fails."""
+        published to it has nothing of ours to keep; one that holds ours (the send that came
+        first was ours) but refuses REFUSALS_BEFORE_REPAIR sends in a row is as spoilt. Either
+        way its topic is created again and its history published again (consumers and
+        subscribers dedupe on ce_id). Where ACLs apply a service may not delete topics, and this
+        fails."""
         topic = self._topics[row.topic]
         partition = DefaultPartitioner()(row.key, list(range(topic.partitions)), None)
+        refusals = self._refusals.get((topic.name, partition), 0) + 1
+        self._refusals[(topic.name, partition)] = refusals
         newest = await self._newest_published(topic.name, partition=partition)
-        if newest is not None and await self._record_at(*newest[2:]) == newest[1]:
-            return  # it holds our history: not a topic to throw away
+        holds_ours = newest is not None and await self._record_at(*newest[2:]) == newest[1]
+        if holds_ours and refusals < REFUSALS_BEFORE_REPAIR:
+            return  # it may be passing: not yet a topic to throw away
         log.warning(
-            "%s/%d refuses every send and holds none of our records: creating %s again",
+            "%s/%d refuses every send (%d in a row) and %s: creating %s again",
             topic.name,
             partition,
+            refusals,
+            "holds our records up to them" if holds_ours else "holds none of our records",
             topic.name,
         )
+        self._refusals.pop((topic.name, partition))
         await self._ensure_topics([topic.name])
         await self._publish_again([topic.name])
 
