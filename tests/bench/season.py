@@ -549,7 +549,10 @@ def report_season(
     print()
     line("season wall time (CSV upload -> all consumed)", f"{wall:8.1f} s")
     line("  of which: CSV upload -> last surrender reply", f"{flows_done:8.1f} s")
-    line("domain events end to end (8*N / wall)", f"n={events:<7} {events / wall:9.1f} events/s")
+    line(
+        f"domain events end to end ({EVENTS_PER_ENTITY}*N / wall)",
+        f"n={events:<7} {events / wall:9.1f} events/s",
+    )
     line("registration (CSV upload -> import done)", f"n={n:<7} {n / registration:9.1f} rows/s")
     line("  POST /roster/imports (HTTP round trip)", f"{upload_rtt * 1000:8.1f} ms")
 
@@ -574,7 +577,7 @@ def report_season(
         note = f"  missing={missing}" if missing else ""
         note += f"  before reply={ahead}" if ahead else ""
         line(f"  -> {topic}", f"n={len(lags):<7} {spread(lags)}{note}")
-    line("  -> all five topics", f"n={len(overall):<7} {spread(overall)}")
+    line(f"  -> all {len(WATCHED)} topics", f"n={len(overall):<7} {spread(overall)}")
 
     print("\nCPU per domain event (process_cpu_seconds_total over the season)")
     total = 0.0
