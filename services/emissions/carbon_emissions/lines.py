@@ -16,7 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from carbon_contracts.errors import Invalid
 from carbon_contracts.events import ProcessLine, ReportLine
+from carbon_contracts.policy import Policy
 from carbon_contracts.types import DecimalString, Identifier
 from carbon_emissions.calculation import (
     ActivityLine,
@@ -85,6 +87,15 @@ def activity_lines(inputs: Iterable[ActivityInput]) -> list[ActivityLine]:
 def compute(inputs: Iterable[ActivityInput], table: FactorTable) -> ContractLines:
     """The emissions of the input lines by the engine, as the contract carries them."""
     return to_contract(calculate(activity_lines(inputs), table))
+
+
+def compute_with_policy(inputs: Iterable[ActivityInput], policy: Policy) -> ContractLines:
+    """:func:`compute` with the policy's factor table, for a command: lines the engine cannot
+    take are refused as 422 ``invalid_activity`` with the engine's reason."""
+    try:
+        return compute(inputs, FactorTable.from_policy(policy))
+    except CalculationError as error:
+        raise Invalid("invalid_activity", str(error)) from None
 
 
 def to_contract(calculation: Calculation) -> ContractLines:

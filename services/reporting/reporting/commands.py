@@ -31,8 +31,8 @@ from carbon_contracts.events import (
     VerificationReturned,
 )
 from carbon_contracts.policy import Policy
-from carbon_emissions.calculation import CalculationError, FactorTable
-from carbon_emissions.lines import ActivityInput, ContractLines, compute, inputs_of
+from carbon_emissions.calculation import FactorTable
+from carbon_emissions.lines import ActivityInput, ContractLines, compute_with_policy, inputs_of
 from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
@@ -859,10 +859,7 @@ def _this_cycle(policy: Policy, year: int, what: str) -> None:
 def _compute(
     lines: list[ActivityInput], policy: Policy, *, for_a_report: bool = True
 ) -> ContractLines:
-    try:
-        contents = compute(lines, FactorTable.from_policy(policy))
-    except CalculationError as error:
-        raise Invalid("invalid_activity", str(error)) from error
+    contents = compute_with_policy(lines, policy)
     if for_a_report and not contents.lines:
         # report.submitted v1 carries at least one fuel, electricity or heat line.
         raise Invalid(

@@ -24,8 +24,7 @@ from carbon_contracts.events import (
     VerificationReturned,
 )
 from carbon_contracts.policy import Lot, Policy
-from carbon_emissions.calculation import CalculationError, FactorTable
-from carbon_emissions.lines import compute
+from carbon_emissions.lines import compute_with_policy
 from carbon_platform.access import Owner
 from carbon_platform.codec import Event, Outgoing
 from carbon_platform.context import Handler, UnitOfWork
@@ -291,10 +290,7 @@ async def approve(uow: UnitOfWork, command: ApproveCase) -> ApprovedCase:
     before = store.to_case(await load_case(uow.conn, command.case_id))
     await _ensure_open(uow, before.compliance_year)
     before.ensure_approvable(command.agency_id)
-    try:
-        computed = compute(command.lines, FactorTable.from_policy(policy))
-    except CalculationError as error:
-        raise Invalid("invalid_activity", str(error)) from None
+    computed = compute_with_policy(command.lines, policy)
     window = policy.deadlines
     outside = not window.verification_start <= uow.now < window.verification_end
     change = before.approve(
