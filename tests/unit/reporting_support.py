@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -14,7 +14,6 @@ import pytest
 
 from carbon_contracts.errors import Rejection
 from carbon_contracts.events import (
-    EntityRegistered,
     MonitoringPlanOutput,
     MonitoringPlanSource,
     ProductionOutput,
@@ -60,25 +59,6 @@ PLAN_SOURCES: list[dict[str, Any]] = [
     },
 ]
 PLAN_OUTPUTS = [{"product": "ethylene_glycol", "unit": "t"}]
-
-
-def registered(
-    code: str = CODE,
-    *,
-    name: str = "示例化工",
-    district: str = "pudong",
-    sector: str = "chemicals",
-    year: int = 2024,
-) -> EntityRegistered:
-    return EntityRegistered(
-        credit_code=code,
-        compliance_year=year,
-        name=name,
-        district=district,
-        sector=sector,
-        new_entrant=False,
-        registered_at=datetime(2025, 1, 5, tzinfo=UTC),
-    )
 
 
 def report(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import (
+    EntityRegistered,
     Payload,
     ReportLine,
     ReportSubmitted,
@@ -72,6 +73,28 @@ def report_submitted(
         ],
         total_emissions=Decimal(emissions),
         submitted_at=at,
+    )
+
+
+def entity_registered(
+    code: str,
+    *,
+    district: str = "pudong",
+    sector: str = "chemicals",
+    name: str = "示例化工",
+    year: int = 2024,
+    new_entrant: bool = False,
+    at: datetime = datetime(2025, 1, 10, tzinfo=UTC),
+) -> EntityRegistered:
+    """The registry put `code` on the roster of `year`, in `district` and `sector`."""
+    return EntityRegistered(
+        credit_code=code,
+        compliance_year=year,
+        name=name,
+        district=district,
+        sector=sector,
+        new_entrant=new_entrant,
+        registered_at=at,
     )
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from carbon_contracts.events import (
     AccountOpened,
-    EntityRegistered,
 )
 from carbon_platform.auth import issue_token
 from carbon_platform.settings import Settings
@@ -28,7 +27,13 @@ from registry.service import SERVICE as REGISTRY
 from reporting import commands as reporting_commands
 from reporting.schemas import ActivityInput, SubmitReport
 from reporting.service import SERVICE as REPORTING
-from tests.unit.support import Harness, harness, report_submitted, verification_finalised
+from tests.unit.support import (
+    Harness,
+    entity_registered,
+    harness,
+    report_submitted,
+    verification_finalised,
+)
 from verification import commands as verification_commands
 from verification.domain.case import case_id_for
 from verification.schemas import AssignCase
@@ -460,20 +465,8 @@ async def test_the_bureau_follows_its_roster_upload(registry: Harness) -> None:
 # --- reporting --------------------------------------------------------------------------------
 
 
-def registered(code: str, district: str) -> EntityRegistered:
-    return EntityRegistered(
-        credit_code=code,
-        compliance_year=2024,
-        name=f"Entity {code[-4:]}",
-        district=district,
-        sector="power",
-        new_entrant=False,
-        registered_at=datetime(2025, 1, 10, tzinfo=UTC),
-    )
-
-
 async def submitted(reporting: Harness, code: str, district: str) -> str:
-    await reporting.handle(registered(code, district))
+    await reporting.handle(entity_registered(code, district=district, sector="power"))
     ran = await reporting.run(
         reporting_commands.submit_report,
         SubmitReport(
@@ -487,7 +480,7 @@ async def submitted(reporting: Harness, code: str, district: str) -> str:
 
 
 async def test_an_entity_submits_for_the_code_of_its_token(reporting: Harness) -> None:
-    await reporting.handle(registered(CODE, DISTRICT))
+    await reporting.handle(entity_registered(CODE, district=DISTRICT, sector="power"))
     async with reporting.client() as client:
         own = await client.post("/reports", json=REPORT_BODY, headers=as_(reporting, "entity"))
         unrostered = await client.post(
@@ -559,7 +552,7 @@ async def opened(verification: Harness, code: str, *, assign: bool = False) -> s
     agency if asked."""
     if code in ROSTER:
         district, sector = ROSTER[code]
-        await verification.handle(registered(code, district).model_copy(update={"sector": sector}))
+        await verification.handle(entity_registered(code, district=district, sector=sector))
     report_id = uuid4()
     await verification.handle(report_submitted(code, report_id))
     case_id = str(case_id_for(report_id))
@@ -701,7 +694,7 @@ async def test_each_party_does_its_part_of_a_verification(verification: Harness)
 async def notified(notifier: Harness) -> None:
     """CODE in pudong and OTHER in minhang registered, each then opened an account."""
     for code, district in ((CODE, DISTRICT), (OTHER, OTHER_DISTRICT)):
-        await notifier.handle(registered(code, district))
+        await notifier.handle(entity_registered(code, district=district, sector="power"))
         await notifier.handle(
             AccountOpened(
                 credit_code=code,

@@ -13,8 +13,8 @@ from carbon_contracts.events import ReportSubmitted
 from carbon_emissions.calculation import ActivityLine, CalculationError, FactorTable, calculate
 from carbon_emissions.lines import ActivityInput, activity_lines, compute, inputs_of
 from reporting import commands
-from tests.unit.reporting_support import LIMESTONE, README_LINES, registered, report
-from tests.unit.support import POLICY, Harness
+from tests.unit.reporting_support import CODE, LIMESTONE, README_LINES, report
+from tests.unit.support import POLICY, Harness, entity_registered
 
 TABLE = FactorTable.from_policy(POLICY)
 
@@ -63,7 +63,7 @@ def test_inputs_of_gives_back_the_activity_data() -> None:
 async def test_a_published_report_recomputes_to_the_same_figures(reporting: Harness) -> None:
     """What verification does with a report's lines: the same engine, the same table, the same
     result, line by line and in total."""
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     ran = await reporting.run(commands.submit_report, report([*README_LINES, LIMESTONE]))
     published = ran.events[0].event.payload
     assert isinstance(published, ReportSubmitted)

@@ -23,10 +23,9 @@ from tests.unit.reporting_support import (
     PLAN_SOURCES,
     plan,
     refused,
-    registered,
     snapshot,
 )
-from tests.unit.support import SHANGHAI, Harness
+from tests.unit.support import SHANGHAI, Harness, entity_registered
 
 BUREAU = "technical-centre"
 
@@ -51,7 +50,7 @@ def resubmission(plan_id: UUID, sources: list[dict[str, Any]] = PLAN_SOURCES) ->
 
 
 async def submitted(reporting: Harness) -> UUID:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = BEFORE_THE_PLAN_DEADLINE
     plan_id: UUID = (await reporting.run(commands.submit_plan, plan())).result.plan_id
     return plan_id
@@ -63,7 +62,7 @@ async def trail(reporting: Harness, plan_id: UUID) -> list[tuple[int, str, str |
 
 
 async def test_the_entity_submits_its_plan_for_next_year(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = BEFORE_THE_PLAN_DEADLINE
     ran = await reporting.run(commands.submit_plan, plan())
 
@@ -104,7 +103,7 @@ async def test_a_plan_is_late_from_the_first_instant_after_the_deadline_day(
     reporting: Harness, at: datetime, late: bool
 ) -> None:
     assert datetime(2025, 1, 16, tzinfo=SHANGHAI) == PLAN_DEADLINE
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = at
     ran = await reporting.run(commands.submit_plan, plan())
     assert ran.result.late is late
@@ -204,7 +203,7 @@ async def test_one_plan_per_entity_and_year(reporting: Harness) -> None:
 
 
 async def test_the_plan_is_for_the_year_the_policy_names(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     error = await refused(
         reporting, commands.submit_plan, plan(plan_year=2024), Invalid, "wrong_plan_year"
     )
@@ -212,7 +211,9 @@ async def test_the_plan_is_for_the_year_the_policy_names(reporting: Harness) -> 
 
 
 async def test_a_plan_from_an_entity_off_the_roster_is_not_found(reporting: Harness) -> None:
-    await reporting.handle(registered(year=2025))  # rostered, but not for the cycle's year 2024
+    await reporting.handle(
+        entity_registered(CODE, year=2025)
+    )  # rostered, but not for the cycle's year 2024
     await refused(reporting, commands.submit_plan, plan(), NotFound, "unknown_entity")
 
 
@@ -264,13 +265,13 @@ async def test_a_plan_from_an_entity_off_the_roster_is_not_found(reporting: Harn
 async def test_a_plan_names_known_sources_once(
     reporting: Harness, sources: list[dict[str, Any]], code: str, reason: str
 ) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     error = await refused(reporting, commands.submit_plan, plan(sources), Invalid, code)
     assert reason in error.message
 
 
 async def test_an_output_listed_twice_is_invalid(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     await refused(
         reporting,
         commands.submit_plan,

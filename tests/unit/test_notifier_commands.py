@@ -14,7 +14,6 @@ from carbon_contracts.events import (
     EVENT_MODELS,
     AccountOpened,
     AllocationIssued,
-    EntityRegistered,
     EventPayload,
     PreallocationIssued,
     SurrenderCompleted,
@@ -24,26 +23,19 @@ from carbon_contracts.events import (
 from notifier import commands, store
 from registry.domain.credit_code import make_credit_code
 from tests.support import example
-from tests.unit.support import DEADLINE, SHANGHAI, Harness, consumed, report_submitted
+from tests.unit.support import (
+    DEADLINE,
+    SHANGHAI,
+    Harness,
+    consumed,
+    entity_registered,
+    report_submitted,
+)
 
 CODE = make_credit_code(1)
 AT = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 CASE_ID = UUID("3f2b8c1e-0d4a-4c6e-8a5b-9e7d6c5b4a31")
 REPORT_ID = UUID("a3c1e2f4-5b6d-4e7f-8091-a2b3c4d5e6f7")
-
-
-def entity_registered(
-    code: str = CODE, district: str = "pudong", new_entrant: bool = False
-) -> EntityRegistered:
-    return EntityRegistered(
-        credit_code=code,
-        compliance_year=2024,
-        name="示例化工",
-        district=district,
-        sector="chemicals",
-        new_entrant=new_entrant,
-        registered_at=AT,
-    )
 
 
 def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
@@ -56,7 +48,7 @@ def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
         if isinstance(payload := example(event), EventPayload)
     }
     return from_examples | {
-        "entity.registered": entity_registered(code),
+        "entity.registered": entity_registered(code, at=AT),
         "account.opened": AccountOpened(**common, account_id=f"SHEA-{code}", opened_at=AT),
         "report.submitted": report_submitted(code, REPORT_ID, at=AT),
         "verification.assigned": VerificationAssigned(
@@ -126,7 +118,7 @@ def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
 
 
 async def test_the_close_of_a_years_verification_tells_no_entity(notifier: Harness) -> None:
-    await notifier.handle(entity_registered(district="pudong"))
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
     assert await notifier.handle(example("verification.closed")) == []
     assert [row.event_type for row in await told(notifier, "entity", CODE)] == ["entity.registered"]
 
@@ -147,7 +139,7 @@ def test_the_notifier_subscribes_to_every_event_type_of_every_domain_topic() -> 
 async def test_each_event_tells_the_entity_and_where_due_its_district(
     notifier: Harness, event_type: str
 ) -> None:
-    await notifier.handle(entity_registered(district="pudong"))
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
     event = consumed(payloads()[event_type])
     assert await notifier.handle(event) == []  # the notifier publishes nothing
 
@@ -180,7 +172,7 @@ async def test_without_a_known_district_only_the_entity_is_told(
 
 async def test_entity_registered_teaches_the_district_it_then_tells(notifier: Harness) -> None:
     assert await notifier.read(store.district_of, credit_code=CODE) is None
-    await notifier.handle(entity_registered(district="jinshan"))
+    await notifier.handle(entity_registered(CODE, district="jinshan", at=AT))
     assert await notifier.read(store.district_of, credit_code=CODE) == "jinshan"
     [row] = await told(notifier, "district", "jinshan")
     assert row.subject == f"New covered entity {CODE}"
@@ -188,8 +180,8 @@ async def test_entity_registered_teaches_the_district_it_then_tells(notifier: Ha
 
 async def test_a_district_is_told_only_about_entities_it_supervises(notifier: Harness) -> None:
     other = make_credit_code(2)
-    await notifier.handle(entity_registered(CODE, district="pudong"))
-    await notifier.handle(entity_registered(other, district="minhang"))
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    await notifier.handle(entity_registered(other, district="minhang", at=AT))
     await notifier.handle(payloads(other)["report.submitted"])
     assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
         "entity.registered"
@@ -201,8 +193,8 @@ async def test_a_district_is_told_only_about_entities_it_supervises(notifier: Ha
 
 
 async def test_a_new_district_is_told_from_then_on(notifier: Harness) -> None:
-    await notifier.handle(entity_registered(district="pudong"))
-    await notifier.handle(entity_registered(district="minhang"))
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    await notifier.handle(entity_registered(CODE, district="minhang", at=AT))
     await notifier.handle(payloads()["surrender.completed"])
     assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
         "entity.registered"
@@ -214,7 +206,7 @@ async def test_a_new_district_is_told_from_then_on(notifier: Harness) -> None:
 
 
 async def test_a_new_entrant_is_told_the_accounts_deadline(notifier: Harness) -> None:
-    await notifier.handle(entity_registered(new_entrant=True))
+    await notifier.handle(entity_registered(CODE, new_entrant=True, at=AT))
     [row] = await told(notifier, "entity", CODE)
     # The policy's deadline is 2025-04-01 00:00, the first late instant: "by 2025-03-31".
     assert "open your registry and trading accounts by 2025-03-31." in row.message
@@ -224,7 +216,7 @@ async def test_a_new_entrant_is_told_the_accounts_deadline(notifier: Harness) ->
 async def test_surrender_notices_say_whether_it_was_on_time(
     notifier: Harness, on_time: bool, timing: str
 ) -> None:
-    await notifier.handle(entity_registered())
+    await notifier.handle(entity_registered(CODE, at=AT))
     await notifier.handle(payloads(on_time=on_time)["surrender.completed"])
     [entity_row] = [r for r in await told(notifier, "entity", CODE) if "surrender" in r.event_type]
     [district_row] = [

@@ -20,9 +20,8 @@ from tests.unit.reporting_support import (
     PLAN_SOURCES,
     README_LINES,
     REPORT_DEADLINE,
-    registered,
 )
-from tests.unit.support import Harness
+from tests.unit.support import Harness, entity_registered
 
 THIRD = "91310115MA1K4C8N0W"
 A_UUID = "5c1c3a0e-8d7e-4f35-9a51-0f3b2b8c9d10"
@@ -52,9 +51,9 @@ def refusal(response: httpx.Response, status: int, code: str) -> str:
 async def rostered(reporting: Harness) -> None:
     """CODE: chemicals in Pudong (lot-2024-01); OTHER: steel in Minhang (lot-2024-01);
     THIRD: textiles in Pudong (lot-2024-02)."""
-    await reporting.handle(registered(CODE, district="pudong", sector="chemicals"))
-    await reporting.handle(registered(OTHER, district="minhang", sector="steel"))
-    await reporting.handle(registered(THIRD, district="pudong", sector="textiles"))
+    await reporting.handle(entity_registered(CODE, district="pudong", sector="chemicals"))
+    await reporting.handle(entity_registered(OTHER, district="minhang", sector="steel"))
+    await reporting.handle(entity_registered(THIRD, district="pudong", sector="textiles"))
 
 
 async def test_a_monitoring_plan_from_submission_to_approval(reporting: Harness) -> None:

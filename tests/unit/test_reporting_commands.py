@@ -34,12 +34,11 @@ from tests.unit.reporting_support import (
     README_LINES,
     REPORT_DEADLINE,
     refused,
-    registered,
     report,
     snapshot,
     verification_returned,
 )
-from tests.unit.support import SHANGHAI, Harness
+from tests.unit.support import SHANGHAI, Harness, entity_registered
 
 BUREAU = "regulator-user"
 
@@ -83,7 +82,7 @@ def determination(code: str = CODE, *given: dict[str, Any], year: int = 2024) ->
 
 async def submitted(reporting: Harness, **arguments: Any) -> UUID:
     """A submitted report of CODE (rostered first), on time."""
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = BEFORE_THE_REPORT_DEADLINE
     ran = await reporting.run(commands.submit_report, report(**arguments))
     report_id: UUID = ran.result.report_id
@@ -105,7 +104,7 @@ async def trail(reporting: Harness, report_id: UUID) -> list[tuple[str, str | No
 async def test_submit_report_computes_the_total_from_the_factor_table(
     reporting: Harness,
 ) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = BEFORE_THE_REPORT_DEADLINE
     ran = await reporting.run(commands.submit_report, report(outputs=OUTPUTS))
 
@@ -142,7 +141,7 @@ async def test_submit_report_computes_the_total_from_the_factor_table(
 
 
 async def test_process_emissions_are_computed_and_published_apart(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     ran = await reporting.run(commands.submit_report, report([*README_LINES, LIMESTONE]))
 
     payload = ran.events[0].payload
@@ -173,7 +172,7 @@ async def test_a_report_is_late_from_the_first_instant_after_the_deadline_day(
     reporting: Harness, at: datetime, late: bool
 ) -> None:
     assert datetime(2025, 4, 1, tzinfo=SHANGHAI) == REPORT_DEADLINE
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = at
     ran = await reporting.run(commands.submit_report, report())
     assert ran.result.late is late
@@ -185,7 +184,7 @@ async def test_a_report_of_process_lines_alone_is_refused_with_its_reason(
     reporting: Harness,
 ) -> None:
     # The contract's report.submitted carries at least one fuel, electricity or heat line.
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     error = await refused(
         reporting, commands.submit_report, report([LIMESTONE]), Invalid, "invalid_activity"
     )
@@ -193,7 +192,7 @@ async def test_a_report_of_process_lines_alone_is_refused_with_its_reason(
 
 
 async def test_a_report_for_another_cycle_is_invalid(reporting: Harness) -> None:
-    await reporting.handle(registered(year=2025))
+    await reporting.handle(entity_registered(CODE, year=2025))
     error = await refused(
         reporting, commands.submit_report, report(year=2025), Invalid, "wrong_compliance_year"
     )
@@ -232,7 +231,7 @@ async def test_a_second_report_for_the_year_conflicts(reporting: Harness) -> Non
 async def test_an_activity_line_the_engine_cannot_compute_is_invalid(
     reporting: Harness, line: dict[str, Any], reason: str
 ) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     error = await refused(
         reporting,
         commands.submit_report,
@@ -244,7 +243,7 @@ async def test_an_activity_line_the_engine_cannot_compute_is_invalid(
 
 
 async def test_an_output_listed_twice_is_invalid(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     await refused(
         reporting,
         commands.submit_report,
@@ -258,7 +257,7 @@ async def test_an_output_listed_twice_is_invalid(reporting: Harness) -> None:
 
 
 async def test_a_draft_publishes_nothing_until_it_is_submitted(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = datetime(2025, 3, 2, 9, 0, tzinfo=SHANGHAI)
     drafted = await reporting.run(
         commands.submit_report, report([{"source": "heat", "activity": "10"}], draft=True)
@@ -304,7 +303,7 @@ async def test_a_draft_publishes_nothing_until_it_is_submitted(reporting: Harnes
 
 
 async def test_a_draft_stands_in_the_way_of_a_second_report(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     draft = await reporting.run(commands.submit_report, report(draft=True))
     error = await refused(reporting, commands.submit_report, report(), Conflict, "draft_exists")
     assert f"/reports/{draft.result.report_id}/submit" in error.message
@@ -331,7 +330,7 @@ async def test_a_submitted_report_is_no_draft_any_more(reporting: Harness) -> No
 async def test_the_bureau_and_corrections_wait_for_a_draft_to_be_submitted(
     reporting: Harness,
 ) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     draft = await reporting.run(commands.submit_report, report(draft=True))
     report_id = draft.result.report_id
     attempts: list[tuple[Any, Any]] = [
@@ -621,7 +620,7 @@ async def test_the_verifier_may_return_an_accepted_report(reporting: Harness) ->
 
 
 async def test_a_verifiers_return_of_a_draft_changes_nothing(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     draft = await reporting.run(commands.submit_report, report(draft=True))
     before = await snapshot(reporting)
     assert await reporting.handle(verification_returned(draft.result.report_id)) == []
@@ -634,7 +633,7 @@ async def test_a_verifiers_return_of_a_draft_changes_nothing(reporting: Harness)
 async def test_the_bureau_determines_the_emissions_of_an_entity_that_did_not_report(
     reporting: Harness,
 ) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     reporting.clock.current = datetime(2025, 3, 31, 23, 59, 59, 999000, tzinfo=SHANGHAI)
     await refused(reporting, commands.determine, determination(), Conflict, "before_deadline")
 
@@ -673,7 +672,7 @@ async def test_no_determination_once_the_report_came(reporting: Harness) -> None
 
 
 async def test_a_draft_left_unsubmitted_is_no_report(reporting: Harness) -> None:
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     draft = await reporting.run(commands.submit_report, report(draft=True))
     reporting.clock.current = REPORT_DEADLINE
     await reporting.run(commands.determine, determination())
@@ -689,11 +688,11 @@ async def test_a_draft_left_unsubmitted_is_no_report(reporting: Harness) -> None
 async def test_a_determination_is_for_a_rostered_entity_of_this_cycle(reporting: Harness) -> None:
     reporting.clock.current = REPORT_DEADLINE
     await refused(reporting, commands.determine, determination(), NotFound, "unknown_entity")
-    await reporting.handle(registered(year=2025))
+    await reporting.handle(entity_registered(CODE, year=2025))
     await refused(
         reporting, commands.determine, determination(year=2025), Invalid, "wrong_compliance_year"
     )
-    await reporting.handle(registered())
+    await reporting.handle(entity_registered(CODE))
     await refused(
         reporting,
         commands.determine,
@@ -774,7 +773,7 @@ async def test_the_database_refuses_a_correction_without_a_reason(reporting: Har
 
 
 async def test_entity_registered_puts_the_entity_on_the_roster(reporting: Harness) -> None:
-    assert await reporting.handle(registered()) == []
+    assert await reporting.handle(entity_registered(CODE)) == []
     row = await reporting.read(store.get_rostered, credit_code=CODE, compliance_year=2024)
     assert (row.name, row.district, row.sector, row.filing) == (
         "示例化工",
@@ -788,15 +787,17 @@ async def test_a_second_entity_registered_overwrites_name_district_and_sector(
     reporting: Harness,
 ) -> None:
     await submitted(reporting)
-    await reporting.handle(registered(name="Renamed Ltd", district="minhang", sector="steel"))
+    await reporting.handle(
+        entity_registered(CODE, name="Renamed Ltd", district="minhang", sector="steel")
+    )
     row = await reporting.read(store.get_rostered, credit_code=CODE, compliance_year=2024)
     assert (row.name, row.district, row.sector) == ("Renamed Ltd", "minhang", "steel")
     assert row.filing == "report"  # what the roster learns never resets what was filed
 
 
 async def test_the_roster_keeps_one_row_per_year(reporting: Harness) -> None:
-    await reporting.handle(registered(year=2024, district="pudong"))
-    await reporting.handle(registered(year=2025, district="minhang"))
+    await reporting.handle(entity_registered(CODE, year=2024, district="pudong"))
+    await reporting.handle(entity_registered(CODE, year=2025, district="minhang"))
     rows = [
         await reporting.read(store.get_rostered, credit_code=CODE, compliance_year=year)
         for year in (2024, 2025)
@@ -805,8 +806,8 @@ async def test_the_roster_keeps_one_row_per_year(reporting: Harness) -> None:
 
 
 async def test_listings_follow_the_roster(reporting: Harness) -> None:
-    await reporting.handle(registered(CODE, district="pudong", sector="chemicals"))
-    await reporting.handle(registered(OTHER, district="minhang", sector="steel"))
+    await reporting.handle(entity_registered(CODE, district="pudong", sector="chemicals"))
+    await reporting.handle(entity_registered(OTHER, district="minhang", sector="steel"))
     reporting.clock.current = BEFORE_THE_REPORT_DEADLINE
     first = await reporting.run(commands.submit_report, report(code=CODE))
     reporting.clock.current = datetime(2025, 3, 21, 9, 0, tzinfo=SHANGHAI)

@@ -16,12 +16,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict, Forbidden, Invalid, NotFound, Rejection
-from carbon_contracts.events import EmissionsDetermined, EntityRegistered, ReportSubmitted
+from carbon_contracts.events import EmissionsDetermined, ReportSubmitted
 from carbon_emissions.calculation import ActivityLine, FactorTable, calculate
 from carbon_emissions.lines import ActivityInput, to_contract
 from carbon_platform.context import UnitOfWork
 from registry.domain.credit_code import make_credit_code
-from tests.unit.support import IN_THE_CYCLE, POLICY, SHANGHAI, Harness, consumed, report_submitted
+from tests.unit.support import (
+    IN_THE_CYCLE,
+    POLICY,
+    SHANGHAI,
+    Harness,
+    consumed,
+    entity_registered,
+    report_submitted,
+)
 from verification import commands, store
 from verification.domain.case import Case, case_id_for, sample_draw
 from verification.schemas import (
@@ -49,20 +57,6 @@ VERIFIED_LINES = [
     ActivityInput(source="fuel", fuel="natural_gas", activity=Decimal("512.36")),
     ActivityInput(source="process", material="limestone", activity=Decimal("1200.5")),
 ]
-
-
-def registered(
-    code: str = CODE, sector: str = "chemicals", district: str = "pudong"
-) -> EntityRegistered:
-    return EntityRegistered(
-        credit_code=code,
-        compliance_year=2024,
-        name=f"Entity {code[-4:]}",
-        district=district,
-        sector=sector,
-        new_entrant=False,
-        registered_at=datetime(2025, 1, 10, tzinfo=UTC),
-    )
 
 
 def submitted(
@@ -114,7 +108,7 @@ YEAR = YearCommand(compliance_year=2024, by=BUREAU)
 
 
 async def opened(verification: Harness) -> None:
-    await verification.handle(registered())
+    await verification.handle(entity_registered(CODE))
     await verification.handle(submitted())
 
 
@@ -193,8 +187,10 @@ def engine_total(lines: list[ActivityInput]) -> Decimal:
 
 
 async def test_the_roster_learns_sector_and_district_once(verification: Harness) -> None:
-    await verification.handle(registered())
-    await verification.handle(consumed(registered(district="minhang"), event_id=str(uuid4())))
+    await verification.handle(entity_registered(CODE))
+    await verification.handle(
+        consumed(entity_registered(CODE, district="minhang"), event_id=str(uuid4()))
+    )
     row = await verification.read(store.get_rostered, credit_code=CODE, compliance_year=2024)
     assert (row.district, row.sector) == ("pudong", "chemicals")
 
@@ -242,7 +238,7 @@ async def test_a_report_before_its_entity_is_on_the_roster(verification: Harness
     lot = await verification.run(commands.assign_lot, AssignLot(lot_id="lot-2024-01", by=BUREAU))
     assert (lot.result.assigned, lot.result.skipped_not_on_roster) == ([], 1)
 
-    await verification.handle(registered())
+    await verification.handle(entity_registered(CODE))
     lot = await verification.run(commands.assign_lot, AssignLot(lot_id="lot-2024-01", by=BUREAU))
     assert [view.case_id for view in lot.result.assigned] == [UUID(CASE_ID)]
     assert lot.result.skipped_not_on_roster == 0
@@ -443,9 +439,13 @@ async def test_assign_after_approval_or_once_final_is_refused(verification: Harn
 
 async def test_assign_by_lot_takes_every_case_the_lot_covers_first(verification: Harness) -> None:
     reports = {code: uuid4() for code in (CODE, OTHER, make_credit_code(3), make_credit_code(4))}
-    await verification.handle(registered(CODE, "chemicals", "pudong"))
-    await verification.handle(registered(OTHER, "textiles", "minhang"))  # lot-2024-02's
-    await verification.handle(registered(make_credit_code(3), "power", "jinshan"))
+    await verification.handle(entity_registered(CODE, sector="chemicals", district="pudong"))
+    await verification.handle(
+        entity_registered(OTHER, sector="textiles", district="minhang")
+    )  # lot-2024-02's
+    await verification.handle(
+        entity_registered(make_credit_code(3), sector="power", district="jinshan")
+    )
     for code, report_id in reports.items():  # make_credit_code(4) is not on the roster
         await verification.handle(submitted(report_id, code))
 
@@ -850,7 +850,7 @@ async def approved_case(
     verification: Harness, code: str, report_id: UUID, reported: str, lines: list[ActivityInput]
 ) -> str:
     case_id = str(case_id_for(report_id))
-    await verification.handle(registered(code))
+    await verification.handle(entity_registered(code))
     await verification.handle(submitted(report_id, code, emissions=reported))
     await verification.run(commands.assign_case, assign(case_id=case_id))
     await verification.run(commands.record_site_visit, visit(case_id=case_id))
@@ -912,7 +912,7 @@ async def test_the_rule_runs_for_the_policys_year_only(verification: Harness) ->
 
 async def test_the_year_closes_once_every_case_is_final(verification: Harness) -> None:
     await approved(verification)
-    await verification.handle(registered(OTHER, "textiles", "minhang"))
+    await verification.handle(entity_registered(OTHER, sector="textiles", district="minhang"))
     error = await refused(verification, commands.close_year, YEAR, Conflict, "verification_open")
     assert "1 case(s) not final (1 approved)" in error.message
     assert f"1 rostered entity without a case: {OTHER}" in error.message
@@ -946,7 +946,7 @@ async def test_after_the_close_nothing_of_the_year_changes(verification: Harness
     await verification.run(commands.close_year, YEAR)
     # A report arriving after the close is kept, but no agency may take it up.
     late = uuid4()
-    await verification.handle(registered(OTHER, "textiles", "minhang"))
+    await verification.handle(entity_registered(OTHER, sector="textiles", district="minhang"))
     await verification.handle(submitted(late, OTHER))
     late_case = str(case_id_for(late))
     assert (await case(verification, late_case)).status == "opened"
