@@ -255,3 +255,12 @@ def test_a_verifier_is_outside_the_entity_policy() -> None:
         assert not ENTITY.allows(verifier, action, RESOURCE)
         with pytest.raises(Forbidden):
             ENTITY.check_entity(verifier, action, CODE)
+
+
+def test_check_any_allows_through_any_owner_and_refuses_otherwise() -> None:
+    first_round = Owner(credit_code=CODE, district=DISTRICT, agency="agency-first")
+    owners = [RESOURCE, first_round]
+    CASE.check_any(CALLERS["own agency"], "read", owners)  # the agency at work
+    CASE.check_any(Principal("v", "verifier", agency="agency-first"), "read", owners)
+    with pytest.raises(Forbidden, match="the verifier role may not read this verification case"):
+        CASE.check_any(Principal("v", "verifier", agency="agency-third"), "read", owners)

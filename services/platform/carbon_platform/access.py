@@ -8,7 +8,7 @@ Routes call a policy; they never compare roles and claims themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +58,12 @@ class AccessPolicy:
 
     def check(self, principal: Principal, action: str, owner: Owner) -> None:
         if not self.allows(principal, action, owner):
+            raise Forbidden("forbidden", self._refusal(principal, action))
+
+    def check_any(self, principal: Principal, action: str, owners: Sequence[Owner]) -> None:
+        """As `check`, for a resource some relations hold through more than one owner (e.g. a
+        case in a second agency's hands that the first agency still reads)."""
+        if not any(self.allows(principal, action, owner) for owner in owners):
             raise Forbidden("forbidden", self._refusal(principal, action))
 
     def check_entity(self, principal: Principal, action: str, credit_code: str) -> None:

@@ -114,9 +114,7 @@ async def get_case(
     and the Bureau may read it."""
     async with context.reader.connect() as conn:
         row = await commands.load_case(conn, case_id)
-        readers = commands.readers_of(row)
-        if not any(CASE.allows(principal, "read", owner) for owner in readers):
-            CASE.check(principal, "read", readers[0])  # refuses, saying who may
+        CASE.check_any(principal, "read", commands.readers_of(row))
         return await commands.case_detail(conn, row, context.policy)
 
 
