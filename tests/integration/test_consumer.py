@@ -147,6 +147,29 @@ async def test_a_transient_failure_is_retried_until_it_passes(context: ServiceCo
     assert consumer.transient_failure is False
 
 
+async def test_a_handler_cancelled_mid_retry_no_longer_reports_a_failure(
+    context: ServiceContext,
+) -> None:
+    # A rebalance cancels a handler that is waiting to retry: the record goes to the partition's
+    # next owner, and this instance's readiness must not stay failed until some later record.
+    failing = asyncio.Event()
+
+    async def down(tx: UnitOfWork, event: Event[Any]) -> None:
+        failing.set()
+        raise sa_exc.OperationalError("SELECT 1", {}, ConnectionError("database went away"))
+
+    consumer = EventConsumer(context, {"entity.registered": down})
+    handling = asyncio.ensure_future(consumer.handle(registered(3)))
+    await failing.wait()
+    await asyncio.sleep(0.01)  # into the backoff
+    assert consumer.transient_failure is True
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    assert consumer.transient_failure is False
+    assert await rows(context, "SELECT * FROM inbox") == []  # nothing recorded: it comes back
+
+
 async def test_a_rejection_is_recorded_and_leaves_no_effect(context: ServiceContext) -> None:
     async def refuses(tx: UnitOfWork, event: Event[Any]) -> None:
         await store.add_to_roster(

@@ -196,7 +196,13 @@ class EventConsumer:
                 if bug_attempts is not None and bugs >= bug_attempts:
                     raise _GaveUp(error) from error
             error = None
-            await asyncio.sleep(backoff)
+            try:
+                await asyncio.sleep(backoff)
+            except asyncio.CancelledError:
+                # Revoked mid-retry: the record comes back to whoever owns the partition next,
+                # so this instance is no longer failing on it.
+                self.transient_failure = False
+                raise
             backoff = min(backoff * 2, self._context.settings.transient_backoff_max_s)
 
     async def _apply(self, works: list[_Work], *, isolated: bool) -> list[_Work]:
