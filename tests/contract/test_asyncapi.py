@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from carbon_contracts import export
-from carbon_contracts.catalogue import ServiceName, catalogue
+from carbon_contracts.catalogue import ExternalSystem, ServiceName, catalogue
 from carbon_contracts.envelope import dataschema_uri, event_type_name
 from carbon_contracts.events import EVENT_MODELS
 from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN
@@ -67,12 +67,17 @@ def test_every_catalogue_topic_has_a_channel_and_vice_versa() -> None:
         assert kafka["topicConfiguration"]["retention.ms"] == topics[name].retention_ms
 
 
-def test_every_topic_owner_is_one_of_the_four_services() -> None:
+def test_every_topic_owner_is_a_service_or_a_named_external_system() -> None:
     services = set(get_args(ServiceName))
     assert services == {"reporting", "verification", "registry", "notifier"}
+    externals = set(get_args(ExternalSystem))
+    assert externals == {"exchange", "carbon-inclusion", "ccer-registry"}
     for name, channel in DOC["channels"].items():
-        assert channel["x-owner"] in services
         assert channel["x-owner"] == catalogue().topic(name).owner
+        assert channel["x-inbound"] is (channel["x-owner"] in externals), name
+        assert channel["x-owner"] in services | externals
+        if channel["x-inbound"]:
+            assert "external system" in channel["description"], name
 
 
 @pytest.mark.parametrize("event", EVENTS)
@@ -92,8 +97,9 @@ def test_message_headers_pin_type_schema_and_key(event: str) -> None:
     headers = message["headers"]["properties"]
     assert headers["ce_type"]["const"] == message["name"] == event_type_name(event, major)
     assert headers["ce_dataschema"]["const"] == dataschema_uri(event, major)
-    owner = catalogue().topic_for_event(event).owner
-    assert headers["ce_source"]["const"] == f"/carbon/{owner}"
+    topic = catalogue().topic_for_event(event)
+    expected = f"/external/{topic.owner}" if topic.is_inbound else f"/carbon/{topic.owner}"
+    assert headers["ce_source"]["const"] == expected
     key = catalogue().topic_for_event(event).key
     pattern = IDENTIFIER_PATTERN if key == "policy" else CREDIT_CODE_PATTERN
     assert message["bindings"]["kafka"]["key"]["pattern"] == pattern

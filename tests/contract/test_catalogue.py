@@ -21,6 +21,11 @@ OWNER_BY_PREFIX = {
     "emissions": "reporting",
     "verification": "verification",
     "reverification": "verification",
+    "allowances": "registry",
+    "ccer": "ccer-registry",
+    "shcercir1": "carbon-inclusion",
+    "trading_account": "exchange",
+    "exchange_transfer": "exchange",
 }
 SERVICES = get_args(ServiceName)
 DOMAIN_TOPICS = catalogue().domain_topics()

@@ -105,7 +105,7 @@ def test_a_5mb_record_on_every_topic_stops_nothing(platform: Platform) -> None:
     for topic in catalogue().domain_topics():
         model_event = topic.event_types[0]
         template = encode(
-            example(model_event), source=f"/carbon/{topic.owner}", time=datetime.now(UTC)
+            example(model_event), source=topic.source, time=datetime.now(UTC)
         )
         produce(
             platform.bootstrap,

@@ -163,7 +163,7 @@ def consumed(
     topic = catalogue().topic_for_event(payload.EVENT)
     outgoing = encode(
         payload,
-        source=f"/carbon/{topic.owner}",
+        source=topic.source,
         time=time or datetime.now(UTC),
         event_id=event_id,
     )

@@ -36,7 +36,7 @@ TIME = datetime(2025, 3, 20, 16, 45, 12, tzinfo=timezone(timedelta(hours=8)))
 
 def owner_of(event: str) -> str:
     """The ce_source of an event's only producer: the owner of the topic that carries it."""
-    return f"/carbon/{catalogue().topic_for_event(event).owner}"
+    return catalogue().topic_for_event(event).source
 
 
 OTHER_CODE = "91310000631696382C"

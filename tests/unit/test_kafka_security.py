@@ -17,7 +17,7 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
-from carbon_contracts.catalogue import catalogue
+from carbon_contracts.catalogue import EXTERNAL_SYSTEMS, catalogue
 from carbon_platform.cli import app
 from carbon_platform.kafka import (
     acl_commands,
@@ -281,7 +281,17 @@ def grants() -> dict[tuple[str, str, str], set[str]]:
 
 def test_the_principals_are_the_catalogue_services() -> None:
     assert service_principals() == SERVICES
-    assert {topic.owner for topic in catalogue().topics} <= set(SERVICES)
+    assert {topic.owner for topic in catalogue().topics} <= set(SERVICES) | set(EXTERNAL_SYSTEMS)
+
+
+@pytest.mark.parametrize("system", EXTERNAL_SYSTEMS)
+def test_an_external_system_may_only_write_its_inbound_topics(
+    grants: dict[tuple[str, str, str], set[str]], system: str
+) -> None:
+    mine = {key: ops for key, ops in grants.items() if key[0] == f"User:{system}"}
+    inbound = {t.name for t in catalogue().topics if t.owner == system}
+    assert inbound, system
+    assert mine == {(f"User:{system}", "topic", name): {"Write", "Describe"} for name in inbound}
 
 
 def test_each_topic_is_writable_by_its_owner_only(
@@ -328,7 +338,7 @@ def test_only_admin_may_create_on_the_cluster_and_nobody_gets_more_than_it_needs
     used = set().union(*grants.values())
     assert used <= {"Read", "Write", "Create", "Describe"}  # no IdempotentWrite, no All
     principals = {principal for principal, _, _ in grants}
-    assert principals == {f"User:{s}" for s in SERVICES} | {"User:admin"}
+    assert principals == {f"User:{s}" for s in (*SERVICES, *EXTERNAL_SYSTEMS)} | {"User:admin"}
 
 
 def test_the_group_prefix_names_groups_and_leader_topics() -> None:

@@ -12,13 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from carbon_contracts.resources import contract_path
 
 ServiceName = Literal["reporting", "verification", "registry", "notifier"]
+ExternalSystem = Literal["exchange", "carbon-inclusion", "ccer-registry"]
+"""Systems outside the platform that write its inbound topics: the exchange's trading system,
+the carbon inclusion platform (SHCERCIR1) and the national CCER registry."""
+EXTERNAL_SYSTEMS: tuple[str, ...] = ("exchange", "carbon-inclusion", "ccer-registry")
 
 
 class Topic(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    owner: ServiceName
+    owner: ServiceName | ExternalSystem
     key: str
     partitions: int = Field(ge=1)
     retention_ms: int
@@ -30,6 +34,16 @@ class Topic(BaseModel):
     @property
     def is_dead_letter(self) -> bool:
         return self.name.endswith(".dlq")
+
+    @property
+    def is_inbound(self) -> bool:
+        """Written by an external system, not by a service of the platform."""
+        return self.owner in EXTERNAL_SYSTEMS
+
+    @property
+    def source(self) -> str:
+        """The `ce_source` of every event on the topic: its single writer."""
+        return f"/external/{self.owner}" if self.is_inbound else f"/carbon/{self.owner}"
 
 
 class Catalogue(BaseModel):

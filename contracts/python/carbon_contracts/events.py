@@ -7,7 +7,7 @@ year it belongs to. Timestamps are aware datetimes (RFC 3339).
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -22,6 +22,10 @@ from carbon_contracts.types import (
     TonnesCO2,
     WholeNumber,
 )
+
+OffsetType = Literal["CCER", "SHCERCIR1"]
+ProofId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+TradingAccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 
 
 class Payload(BaseModel):
@@ -80,6 +84,10 @@ class AccountOpened(EventPayload):
 
     account_id: str = Field(pattern=r"^SHEA-[0-9A-Z]{18}$")
     opened_at: AwareDatetime
+    on_time: Flag | None = Field(
+        default=None,
+        description="new entrants only: opened before the policy's accounts_opening deadline",
+    )
 
 
 class ReportLine(BaseModel):
@@ -346,6 +354,11 @@ class VerificationFinalised(EventPayload):
     basis: Literal["verification", "reverification", "determination"]
     verified_emissions: TonnesCO2
     finalised_at: AwareDatetime
+    outputs: list[ProductionOutput] = Field(
+        default_factory=list,
+        description="verified production outputs (the output-based allocation methods read "
+        "them); absent on early events",
+    )
 
 
 class VerificationClosed(CyclePayload):
@@ -370,6 +383,20 @@ class AllocationIssued(EventPayload):
     preallocated: Allowances = Field(description="pre-allocated for this year earlier")
     allowances: Allowances = Field(description="credited now: final minus pre-allocated")
     issued_at: AwareDatetime
+    batch_id: UUID | None = Field(
+        default=None, description="the allocation batch the Bureau approved; absent on early events"
+    )
+    parameters: dict[Identifier, DecimalString] = Field(
+        default_factory=dict,
+        description="the method's inputs, e.g. output, benchmark, decline, base_average",
+        json_schema_extra={"additionalProperties": False},  # keys match the pattern, nothing else
+    )
+    clawed_back: Allowances = Field(
+        default=0, description="pre-allocated above the final allocation, taken back from holdings"
+    )
+    owed: Allowances = Field(
+        default=0, description="pre-allocated above the final allocation and no longer held"
+    )
 
 
 class SurrenderCompleted(EventPayload):
@@ -385,6 +412,9 @@ class SurrenderCompleted(EventPayload):
     deadline: AwareDatetime
     on_time: Flag
     completed_at: AwareDatetime
+    offsets_by_type: dict[OffsetType, Allowances] = Field(
+        default_factory=dict, description="offsets_surrendered by type; absent on early events"
+    )
 
 
 class PreallocationIssued(EventPayload):
@@ -398,6 +428,74 @@ class PreallocationIssued(EventPayload):
     ratio: DecimalString
     allowances: Allowances
     issued_at: AwareDatetime
+
+
+class AllowancesTransferred(EventPayload):
+    """The registry moved allowances from the entity's registry account to its trading account
+    at the exchange (the exchange credits them there)."""
+
+    EVENT = "allowances.transferred"
+
+    transfer_id: UUID
+    account_id: str = Field(pattern=r"^SHEA-[0-9A-Z]{18}$")
+    trading_account_id: TradingAccountId
+    vintage: ComplianceYear
+    allowances: Allowances = Field(gt=0)
+    transferred_at: AwareDatetime
+
+
+# --- Inbound: written by external systems, read by the registry -------------------------------
+
+
+class OffsetCancelled(EventPayload):
+    """An offset issuer cancelled offsets for the entity and issued a cancellation proof. The
+    entity names the proof when it surrenders; the registry checks it against this event."""
+
+    OFFSET_TYPE: ClassVar[str]
+
+    proof_id: ProofId = Field(description="the cancellation proof's number, unique per issuer")
+    quantity: Allowances = Field(gt=0, description="tCO2e cancelled, whole units")
+    project_id: str = Field(min_length=1, max_length=64, description="the originating project")
+    cancelled_on: date = Field(description="the date on the cancellation proof (certificate)")
+    cancelled_at: AwareDatetime
+
+
+class CcerCancelled(OffsetCancelled):
+    """The national CCER registry cancelled CCERs for the entity's surrender."""
+
+    EVENT = "ccer.cancelled"
+    OFFSET_TYPE = "CCER"
+
+
+class Shcercir1Cancelled(OffsetCancelled):
+    """The carbon inclusion platform cancelled SHCERCIR1 (碳普惠Ⅰ类减排量) for the entity and
+    issued its cancellation certificate (注销证明)."""
+
+    EVENT = "shcercir1.cancelled"
+    OFFSET_TYPE = "SHCERCIR1"
+
+
+class TradingAccountOpened(EventPayload):
+    """The exchange opened the entity's trading account; the registry links it to the entity's
+    registry account."""
+
+    EVENT = "trading_account.opened"
+
+    trading_account_id: TradingAccountId
+    opened_at: AwareDatetime
+
+
+class ExchangeTransferSettled(EventPayload):
+    """The exchange moved allowances from the entity's trading account back to its registry
+    account (after trades settled there)."""
+
+    EVENT = "exchange_transfer.settled"
+
+    transfer_id: UUID = Field(description="the exchange's id: applied once, however often sent")
+    trading_account_id: TradingAccountId
+    vintage: ComplianceYear
+    allowances: Allowances = Field(gt=0)
+    settled_at: AwareDatetime
 
 
 EVENT_MODELS: dict[str, type[Payload]] = {
@@ -423,6 +521,11 @@ EVENT_MODELS: dict[str, type[Payload]] = {
         AllocationIssued,
         SurrenderCompleted,
         PreallocationIssued,
+        AllowancesTransferred,
+        CcerCancelled,
+        Shcercir1Cancelled,
+        TradingAccountOpened,
+        ExchangeTransferSettled,
     )
 }
 

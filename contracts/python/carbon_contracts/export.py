@@ -84,8 +84,14 @@ def _objects(node: Any) -> Iterator[dict[str, Any]]:
 def _check_closed(schema: dict[str, Any], where: str) -> None:
     # Fail rather than patch: adding additionalProperties here would make the schema stricter
     # than the model. A nested model without extra="forbid" must be fixed in events.py.
+    # A map is closed when its keys are constrained (propertyNames) and so are its values.
     for node in _objects(schema):
-        if node.get("type") == "object" and node.get("additionalProperties") is not False:
+        is_map = "propertyNames" in node and isinstance(node.get("additionalProperties"), dict)
+        if (
+            node.get("type") == "object"
+            and node.get("additionalProperties") is not False
+            and not is_map
+        ):
             raise ValueError(
                 f"{where}: object {node.get('title', '?')} is not closed (extra=forbid)"
             )
@@ -113,10 +119,6 @@ def _message_ids(topic: Topic) -> list[str]:
     return [message_id(event, EVENT_MODELS[event].VERSION) for event in topic.event_types]
 
 
-def _source(service: str) -> str:
-    return f"/carbon/{service}"
-
-
 def _key_schema(key: str) -> dict[str, Any]:
     """The Kafka key (and `ce_subject`) of a topic: an entity's credit code, or a policy cycle."""
     if key == "policy":
@@ -132,7 +134,7 @@ def _key_schema(key: str) -> dict[str, Any]:
     }
 
 
-def _headers(event: str, major: int, owner: str, key: str) -> dict[str, Any]:
+def _headers(event: str, major: int, source: str, key: str) -> dict[str, Any]:
     """The CloudEvents binary-mode headers (Kafka binding: every attribute is `ce_<name>`)."""
     return {
         "type": "object",
@@ -154,7 +156,7 @@ def _headers(event: str, major: int, owner: str, key: str) -> dict[str, Any]:
                 "pattern": UUID_PATTERN,
                 "description": "event id (UUID); consumers deduplicate on it",
             },
-            "ce_source": {"type": "string", "const": _source(owner)},
+            "ce_source": {"type": "string", "const": source},
             "ce_type": {
                 "type": "string",
                 "const": event_type_name(event, major),
@@ -183,14 +185,14 @@ def _headers(event: str, major: int, owner: str, key: str) -> dict[str, Any]:
     }
 
 
-def _message(event: str, model: type[Payload], owner: str, key: str) -> dict[str, Any]:
+def _message(event: str, model: type[Payload], source: str, key: str) -> dict[str, Any]:
     major = model.VERSION
     return {
         "name": event_type_name(event, major),
         "title": model.__name__,
         "summary": (model.__doc__ or "").strip().splitlines()[0],
         "contentType": CONTENT_TYPE,
-        "headers": _headers(event, major, owner, key),
+        "headers": _headers(event, major, source, key),
         "payload": {"$ref": f"./{schema_path(event, major)}"},
         "correlationId": {"location": "$message.header#/ce_correlationid"},
         "bindings": {
@@ -214,8 +216,16 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
             "feed."
         )
     else:
+        writer = (
+            f"Inbound: written only by {topic.owner}, an external system outside the platform "
+            "(authenticated as its own principal, which may write nothing else); the registry "
+            "reads it and refuses what does not check out. "
+            if topic.is_inbound
+            else f"Written only by the {topic.owner} service. "
+        )
         description = (
-            f"Written only by the {topic.owner} service. Key: "
+            writer
+            + "Key: "
             + (
                 "the policy cycle (one event per cycle). "
                 if topic.key == "policy"
@@ -229,6 +239,7 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
         "title": topic.name,
         "description": description,
         "x-owner": topic.owner,
+        "x-inbound": topic.is_inbound,
         "messages": {
             name: {"$ref": f"#/components/messages/{name}"} for name in _message_ids(topic)
         },
@@ -254,7 +265,11 @@ def _operation(topic: Topic) -> dict[str, Any]:
     return {
         "action": "receive",
         "channel": {"$ref": f"#/channels/{topic.name}"},
-        "summary": f"Subscribe to {topic.name} (published by {topic.owner}).",
+        "summary": (
+            f"Subscribe to {topic.name} (published by the external system {topic.owner})."
+            if topic.is_inbound
+            else f"Subscribe to {topic.name} (published by {topic.owner})."
+        ),
         "messages": [
             {"$ref": f"#/channels/{topic.name}/messages/{name}"} for name in _message_ids(topic)
         ],
@@ -269,13 +284,13 @@ def asyncapi_document(cat: Catalogue | None = None) -> dict[str, Any]:
         for event in topic.event_types:
             model = EVENT_MODELS[event]
             messages[message_id(event, model.VERSION)] = _message(
-                event, model, topic.owner, topic.key
+                event, model, topic.source, topic.key
             )
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Carbon ETS platform events",
-            "version": "1.2.0",
+            "version": "1.3.0",
             "description": (
                 "Events of the Shanghai carbon emissions trading compliance cycle. Envelope: "
                 "CloudEvents 1.0 in binary mode (CloudEvents Kafka protocol binding): the "

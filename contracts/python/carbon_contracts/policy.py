@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from carbon_contracts.events import OffsetType
 from carbon_contracts.resources import contract_path
 from carbon_contracts.types import DecimalString, Identifier
 
@@ -41,8 +42,11 @@ class Deadlines(_Closed):
 
 
 class Offsets(_Closed):
-    cap_ratio: DecimalString
-    types: list[str]
+    cap_ratio: DecimalString = Field(description="of verified emissions, all types together")
+    allowed: dict[OffsetType, bool] = Field(description="the types usable this cycle (a switch)")
+
+    def is_allowed(self, offset_type: str) -> bool:
+        return any(kind == offset_type and on for kind, on in self.allowed.items())
 
 
 class Preallocation(_Closed):
@@ -53,11 +57,50 @@ class RoundingRules(_Closed):
     obligation: Rounding
     allocation: Rounding
     preallocation: Rounding
+    offset_cap: Rounding
+
+
+class Benchmark(_Closed):
+    """Verified output x benchmark x every adjustment factor."""
+
+    method: Literal["benchmark"]
+    product: Identifier
+    unit: str
+    benchmark: DecimalString = Field(description="tCO2 per unit of output")
+    adjustments: dict[Identifier, DecimalString] = Field(default_factory=dict)
+
+
+class HistoricalIntensity(_Closed):
+    """Verified output x base intensity x decline factor."""
+
+    method: Literal["historical_intensity"]
+    product: Identifier
+    unit: str
+    base_intensity: DecimalString = Field(description="tCO2 per unit of output")
+    decline: DecimalString
+
+
+class HistoricalEmissions(_Closed):
+    """Average verified emissions of the base years x decline factor."""
+
+    method: Literal["historical_emissions"]
+    decline: DecimalString
+
+
+SectorAllocation = Annotated[
+    Benchmark | HistoricalIntensity | HistoricalEmissions, Field(discriminator="method")
+]
 
 
 class Allocation(_Closed):
-    method: Identifier
-    ratio: DecimalString
+    """The allocation plan: a method and its parameters per sector."""
+
+    base_years: list[int] = Field(min_length=1)
+    default: SectorAllocation
+    sectors: dict[Identifier, SectorAllocation] = Field(default_factory=dict)
+
+    def for_sector(self, sector: str) -> Benchmark | HistoricalIntensity | HistoricalEmissions:
+        return self.sectors.get(sector, self.default)
 
 
 class Factor(_Closed):

@@ -175,7 +175,7 @@ def _check_provenance(raw: RawMessage, event: str) -> None:
             "type_not_of_topic",
             f"{event} is not carried by {raw.topic} (it carries {', '.join(topic.event_types)})",
         )
-    source, expected = raw.header("ce_source"), f"/carbon/{topic.owner}"
+    source, expected = raw.header("ce_source"), topic.source
     if source != expected:
         raise PoisonMessage(
             "foreign_source", f"ce_source {source!r} on {raw.topic}; only {expected} writes it"

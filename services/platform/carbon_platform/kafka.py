@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from aiokafka.helpers import create_ssl_context
 
-from carbon_contracts.catalogue import Catalogue, ServiceName
+from carbon_contracts.catalogue import EXTERNAL_SYSTEMS, Catalogue, ServiceName
 from carbon_platform.settings import Settings
 
 ADMIN_PRINCIPAL = "admin"
@@ -99,9 +99,12 @@ def acl_commands(
       another service's;
     - Write on the topics it owns (its `<service>.dlq` included), and on no other topic; and
       Create on them, for the relay to recreate one the broker lost (`ensure_topics`);
+    - (Inbound topics are domain topics: every service may read them.)
     - Read and Describe on its consumer group `<group_prefix>-<service>`;
     - Create, Read and Describe on `<group_prefix>-<service>-__assignor-__leader`, the topic
       Faust's leader assignor creates for itself at start.
+    Each external system `User:<system>` (the exchange, the carbon inclusion platform, the CCER
+    registry) gets Write and Describe on the inbound topics it owns, and nothing else.
     Nothing on the cluster: producers run with idempotence off and without transactions, so
     neither IdempotentWrite nor a transactional id is needed. Only `admin` may create any
     topic (Create on the cluster, for `carbon topics --create`, and Describe on the catalogue's
@@ -122,6 +125,10 @@ def acl_commands(
         lines.append(_grant(service, {"Read", "Describe"}, [("group", group)]))
         leader = f"{group}-__assignor-__leader"
         lines.append(_grant(service, {"Create", "Read", "Describe"}, [("topic", leader)]))
+    for system in EXTERNAL_SYSTEMS:  # an external system writes its inbound topics, nothing else
+        inbound = [("topic", topic.name) for topic in catalogue.topics if topic.owner == system]
+        if inbound:
+            lines.append(_grant(system, {"Write", "Describe"}, inbound))
     lines.append(_grant(admin, {"Create"}, [("cluster", "")]))  # --cluster takes no name
     lines.append(_grant(admin, {"Describe"}, [("topic", t.name) for t in catalogue.topics]))
     return lines
