@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict, Forbidden, Invalid, NotFound, Rejection
-from carbon_contracts.events import EmissionsDetermined, ReportSubmitted
+from carbon_contracts.events import EmissionsDetermined, ProductionOutput, ReportSubmitted
 from carbon_emissions.calculation import ActivityLine, FactorTable, calculate
 from carbon_emissions.lines import ActivityInput, to_contract
 from carbon_platform.context import UnitOfWork
@@ -351,6 +351,7 @@ async def test_a_determination_is_final_at_once_and_published_once(
         "basis": "determination",
         "verified_emissions": "900.000",
         "finalised_at": verification.clock.now().isoformat(),
+        "outputs": [],
     }
     made = await case(verification, case_id)
     assert (made.status, made.final_basis, made.determination_id) == (
@@ -736,6 +737,7 @@ async def test_an_approved_case_not_selected_is_final(verification: Harness) -> 
         "basis": "verification",
         "verified_emissions": f"{figure:.3f}",
         "finalised_at": verification.clock.now().isoformat(),
+        "outputs": [],
     }
 
 
@@ -827,6 +829,44 @@ async def test_a_reverified_figure_replaces_the_first_and_is_final(verification:
         f"{second:.3f}",
     )
     assert changed.event_ids == [completed.event.id, finalised.event.id]
+
+
+async def test_the_final_figure_carries_the_outputs_as_reported_or_as_verified(
+    verification: Harness,
+) -> None:
+    reported = [ProductionOutput(product="ethylene_glycol", unit="t", quantity=Decimal("182000"))]
+    await verification.handle(entity_registered(CODE))
+    await verification.handle(submitted().model_copy(update={"outputs": reported}))
+    await verification.run(commands.assign_case, assign())
+    await verification.run(commands.record_site_visit, visit())
+    await verification.run(commands.approve, approval())
+    ran = await verification.run(commands.finalise, finalising())
+    assert ran.events[0].payload["outputs"] == [
+        {"product": "ethylene_glycol", "unit": "t", "quantity": "182000"}
+    ]
+
+    # Selected, re-verified with outputs the agency corrected: those are final.
+    await verification.handle(entity_registered(OTHER))
+    other_report = uuid4()
+    other_case = str(case_id_for(other_report))
+    await verification.handle(
+        submitted(other_report, OTHER).model_copy(update={"outputs": reported})
+    )
+    await verification.run(commands.assign_case, assign(case_id=other_case))
+    await verification.run(commands.record_site_visit, visit(case_id=other_case))
+    await verification.run(commands.approve, approval(case_id=other_case))
+    await verification.run(commands.select, selection(other_case))
+    await verification.run(commands.assign_lot, AssignLot(lot_id="lot-2024-r1", by=BUREAU))
+    await verification.run(commands.record_site_visit, visit(REVERIFIER, case_id=other_case))
+    corrected = [
+        ProductionOutput(product="ethylene_glycol", unit="t", quantity=Decimal("181250.5"))
+    ]
+    command = approval(REVERIFIER, case_id=other_case).model_copy(update={"outputs": corrected})
+    ran = await verification.run(commands.approve, command)
+    assert ran.events[-1].topic == "verification.finalised"
+    assert ran.events[-1].payload["outputs"] == [
+        {"product": "ethylene_glycol", "unit": "t", "quantity": "181250.5"}
+    ]
 
 
 # --- the re-verification rule -----------------------------------------------------------------

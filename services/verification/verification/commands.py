@@ -14,6 +14,7 @@ from carbon_contracts.errors import Conflict, Invalid, NotFound
 from carbon_contracts.events import (
     EmissionsDetermined,
     EntityRegistered,
+    ProductionOutput,
     ReportSubmitted,
     ReverificationCompleted,
     ReverificationSelected,
@@ -85,8 +86,19 @@ async def on_entity_registered(uow: UnitOfWork, event: Event[Any]) -> None:
 async def on_report_submitted(uow: UnitOfWork, event: Event[Any]) -> None:
     """A report's first version opens its case; a later version becomes the one verified (see
     Case.take_version); an older or the same version changes nothing. Never refused: events of
-    one report arrive in order, and a redelivery is a no-op."""
+    one report arrive in order, and a redelivery is a no-op. The version's production outputs
+    are kept: what the agency verifies unless it says otherwise."""
     report: ReportSubmitted = event.payload
+    case_id = await _take_report(uow, report)
+    await store.save_outputs(
+        uow.conn,
+        case_id=case_id,
+        source=f"report-{report.version}",
+        outputs=[output.model_dump(mode="json") for output in report.outputs],
+    )
+
+
+async def _take_report(uow: UnitOfWork, report: ReportSubmitted) -> str:
     case_id = str(case_id_for(report.report_id))
     for _ in range(_ATTEMPTS):
         row = await store.get_case(uow.conn, case_id=case_id)
@@ -108,12 +120,12 @@ async def on_report_submitted(uow: UnitOfWork, event: Event[Any]) -> None:
                     from_status=None,
                     reason=f"report version {report.version}: {report.total_emissions} t",
                 )
-                return
+                return case_id
             continue  # another instance opened it meanwhile: apply this version to it
         before = store.to_case(row)
         change = before.take_version(report.version, report.total_emissions, uow.now)
         if change is None or await _saved(uow, before, change, by="reporting"):
-            return
+            return case_id
     raise RuntimeError(f"case {case_id} kept changing while report version {report.version} came")
 
 
@@ -133,7 +145,7 @@ async def on_emissions_determined(uow: UnitOfWork, event: Event[Any]) -> None:
     await _history(
         uow, case, by="reporting", action="determined", from_status=None, reason=determined.reason
     )
-    uow.record(_finalised(case, uow.now))
+    uow.record(await _finalised(uow, case))
 
 
 HANDLERS: dict[str, dict[str, Handler]] = {
@@ -297,6 +309,13 @@ async def approve(uow: UnitOfWork, command: ApproveCase) -> ApprovedCase:
         agency_id=command.agency_id, verified=computed.total, outside_window=outside, at=uow.now
     )
     after = await _apply(uow, before, change, by=command.by)
+    if command.outputs is not None:  # verified outputs; otherwise the reported ones stand
+        await store.save_outputs(
+            uow.conn,
+            case_id=str(after.case_id),
+            source=before.round,
+            outputs=[output.model_dump(mode="json") for output in command.outputs],
+        )
     if after.status == "approved":
         events = [
             uow.record(
@@ -332,7 +351,7 @@ async def approve(uow: UnitOfWork, command: ApproveCase) -> ApprovedCase:
             outside_window=outside,
             completed_at=uow.now,
         )
-        events = [uow.record(completed), uow.record(_finalised(after, uow.now))]
+        events = [uow.record(completed), uow.record(await _finalised(uow, after))]
     changed = await _changed(uow, after, events)
     calculation = CalculationView(
         factor_table=computed.factor_table,
@@ -361,7 +380,7 @@ async def finalise(uow: UnitOfWork, command: FinaliseCase) -> ChangedCase:
     before = store.to_case(await load_case(uow.conn, command.case_id))
     await _ensure_open(uow, before.compliance_year)
     after = await _apply(uow, before, before.finalise(at=uow.now), by=command.by)
-    return await _changed(uow, after, [uow.record(_finalised(after, uow.now))])
+    return await _changed(uow, after, [uow.record(await _finalised(uow, after))])
 
 
 async def apply_selection_rule(uow: UnitOfWork, command: YearCommand) -> Selection:
@@ -388,7 +407,7 @@ async def apply_selection_rule(uow: UnitOfWork, command: YearCommand) -> Selecti
             events.append(uow.record(_selected(change.case, uow.now)))
         else:
             finalised.append(before.case_id)
-            events.append(uow.record(_finalised(change.case, uow.now)))
+            events.append(uow.record(await _finalised(uow, change.case)))
     return Selection(
         compliance_year=year,
         selected=selected,
@@ -411,8 +430,12 @@ def _selected(case: Case, at: datetime) -> ReverificationSelected:
     )
 
 
-def _finalised(case: Case, at: datetime) -> VerificationFinalised:
+async def _finalised(uow: UnitOfWork, case: Case) -> VerificationFinalised:
+    """The final figure with the outputs of the round that made it (as reported when the agency
+    verified none; none for a determination)."""
     assert case.final_basis is not None
+    kept = await store.get_outputs(uow.conn, case_id=str(case.case_id))
+    outputs = kept.get(case.final_basis, kept.get(f"report-{case.report_version}", []))
     return VerificationFinalised(
         credit_code=case.credit_code,
         compliance_year=case.compliance_year,
@@ -420,7 +443,8 @@ def _finalised(case: Case, at: datetime) -> VerificationFinalised:
         report_id=case.report_id,
         basis=case.final_basis,
         verified_emissions=case.final_emissions,
-        finalised_at=at,
+        finalised_at=uow.now,
+        outputs=[ProductionOutput.model_validate(output) for output in outputs],
     )
 
 

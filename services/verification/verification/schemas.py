@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from carbon_contracts.events import ProcessLine, ReportLine
+from carbon_contracts.events import ProcessLine, ProductionOutput, ReportLine
 from carbon_contracts.types import ComplianceYear, Identifier, TonnesCO2
 from carbon_emissions.lines import MAX_LINES, ActivityInput
 from verification.domain.case import Basis, Round, SelectedBy, Status
@@ -72,6 +72,12 @@ class ApprovalInput(_Closed):
         min_length=1,
         max_length=MAX_LINES,
         description="the verified activity lines: the emissions are recomputed from them",
+    )
+    outputs: list[ProductionOutput] | None = Field(
+        default=None,
+        max_length=MAX_LINES,
+        description="the verified production outputs (the allocation by output reads them); "
+        "absent: as reported",
     )
 
 

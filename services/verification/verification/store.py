@@ -4,6 +4,7 @@ change of a case is an update guarded by the status and revision it was read wit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -170,6 +171,17 @@ case_history = Table(
     Column("reason", Text, nullable=True),
 )
 
+# Production outputs of a case, as JSON lists: as reported ("report-<version>") and as the
+# agency verified them in each round ("verification", "reverification"). The final figure
+# carries the final round's (allocation by output reads them).
+case_outputs = Table(
+    "case_outputs",
+    metadata,
+    Column("case_id", ForeignKey("cases.case_id"), primary_key=True),
+    Column("source", String(32), primary_key=True),
+    Column("outputs", Text, nullable=False),
+)
+
 # A year's verification closes once.
 year_closures = Table(
     "year_closures",
@@ -182,6 +194,13 @@ year_closures = Table(
     Column("closed_by", String(128), nullable=False),
     CheckConstraint("cases >= 0", name="ck_year_closures_cases"),
 )
+
+
+def _replace_outputs(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(case_outputs)
+    return statement.on_conflict_do_update(
+        index_elements=["case_id", "source"], set_={"outputs": statement.excluded.outputs}
+    )
 
 
 def _insert_new(table: Table) -> Callable[[Callable[[Table], Any]], Any]:
@@ -239,6 +258,10 @@ _WITHOUT_CASE = (
         )
     )
     .order_by(roster.c.credit_code)
+)
+_SAVE_OUTPUTS = Upsert(_replace_outputs)
+_OUTPUTS = select(case_outputs.c.source, case_outputs.c.outputs).where(
+    case_outputs.c.case_id == bindparam("key")
 )
 _CLOSURE = select(year_closures).where(year_closures.c.compliance_year == bindparam("year"))
 _CLOSE = year_closures.insert()
@@ -466,6 +489,20 @@ def _values(case: Case) -> dict[str, Any]:
 
 
 # --- closing the year -------------------------------------------------------------------------
+
+
+async def save_outputs(
+    conn: AsyncConnection, *, case_id: str, source: str, outputs: list[dict[str, Any]]
+) -> None:
+    await conn.execute(
+        _SAVE_OUTPUTS.on(conn),
+        {"case_id": case_id, "source": source, "outputs": json.dumps(outputs)},
+    )
+
+
+async def get_outputs(conn: AsyncConnection, *, case_id: str) -> dict[str, list[dict[str, Any]]]:
+    rows = await conn.execute(_OUTPUTS, {"key": case_id})
+    return {row.source: json.loads(row.outputs) for row in rows}
 
 
 async def get_closure(conn: AsyncConnection, *, compliance_year: int) -> Any:
