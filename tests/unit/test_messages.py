@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from carbon_contracts import events as ev
+from carbon_contracts.catalogue import catalogue
 from carbon_contracts.policy import default_policy_path, load_policy
 from notifier.domain.messages import Notification, notifications_for
 from tests.support import EXAMPLE_FILES, example, load_example
@@ -24,8 +25,14 @@ DISTRICT_EVENTS = {
 ENTITY_PAYLOADS = [
     payload for path in EXAMPLE_FILES if isinstance(payload := load_example(path), ev.EventPayload)
 ]
-EXAMPLES = [pytest.param(payload, id=payload.EVENT) for payload in ENTITY_PAYLOADS]
-"""Every example about one entity (a cycle-wide event concerns no entity: the handler skips it)."""
+INBOUND = {e for t in catalogue().topics if t.is_inbound for e in t.event_types}
+EXAMPLES = [
+    pytest.param(payload, id=payload.EVENT)
+    for payload in ENTITY_PAYLOADS
+    if payload.EVENT not in INBOUND
+]
+"""Every example about one entity (a cycle-wide event concerns no entity: the handler skips it;
+the notifier does not read the inbound topics)."""
 
 
 def entity_example(event: str) -> ev.EventPayload:
@@ -97,7 +104,8 @@ def test_allocation_message_gives_the_surrender_deadline_in_shanghai_time() -> N
     note = to_entity(entity_example("allocation.issued"))
     assert note.subject == "2024 allowances issued"
     assert "before 2025-06-30 17:00" in note.message
-    assert "24252 allowances credited" in note.message
+    assert "Final 2024 allocation 24223 (historical_emissions)" in note.message
+    assert "19840 pre-allocated: 4383 allowances credited" in note.message
     assert "historical_emissions" in note.message
     assert "09:00" not in note.message  # not UTC
 
@@ -184,6 +192,28 @@ def test_preallocation_message_names_year_ratio_and_basis() -> None:
     assert note.subject == "2025 pre-allocation issued"
     assert "19401 pre-allocated 2025 allowances" in note.message
     assert "0.8 of 2024 verified emissions" in note.message
+
+
+def test_a_clawback_and_what_is_owed_are_told_and_the_district_hears_of_the_debt() -> None:
+    payload = entity_example("allocation.issued").model_copy(
+        update={"final_allocation": 15000, "allowances": 0, "clawed_back": 3000, "owed": 1840}
+    )
+    entity, district = notifications_for(payload, district="pudong", policy=POLICY)
+    assert "3000 pre-allocated allowances taken back, 1840 owed" in entity.message
+    assert (district.recipient_id, district.subject) == ("pudong", f"{CODE} owes 1840 allowances")
+
+
+def test_a_late_new_entrant_account_is_told_to_the_district() -> None:
+    late = entity_example("account.opened").model_copy(update={"on_time": False})
+    _, district = notifications_for(late, district="pudong", policy=POLICY)
+    assert "after the deadline (by 2025-03-31)" in district.message
+    on_time = entity_example("account.opened").model_copy(update={"on_time": True})
+    assert len(notifications_for(on_time, district="pudong", policy=POLICY)) == 1
+
+
+def test_offsets_by_type_are_named_in_the_surrender_message() -> None:
+    note = to_entity(entity_example("surrender.completed"))
+    assert "23052 allowances and 1200 offsets (1200 SHCERCIR1)" in note.message
 
 
 def test_account_message_names_the_account() -> None:

@@ -37,7 +37,9 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
         uow.on_commit(metrics.NOTIFICATIONS.labels(item.recipient_type).inc)
 
 
+# Not the inbound topics: what an external system claims is told once the registry acts on it.
 HANDLERS: dict[str, dict[str, Handler]] = {
     topic.name: {event_type: notify for event_type in topic.event_types}
     for topic in catalogue().domain_topics()
+    if not topic.is_inbound
 }

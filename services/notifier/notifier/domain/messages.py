@@ -62,6 +62,12 @@ def notifications_for(
                 "Allowance account opened",
                 f"Your allowance account {payload.account_id} is open.",
             )
+            if payload.on_time is False:
+                to_district = (
+                    f"{code} opened its account late",
+                    f"New entrant {code} opened its allowance account after the deadline "
+                    f"({_by(policy, policy.deadlines.accounts_opening)}).",
+                )
         case ev.MonitoringPlanSubmitted():
             late = " after the deadline" if payload.late else ""
             to_entity = (
@@ -168,18 +174,32 @@ def notifications_for(
                 "Your allowances and surrender obligation rest on this figure.",
             )
         case ev.AllocationIssued():
+            adjusted = (
+                f"{payload.clawed_back} pre-allocated allowances taken back"
+                + (f", {payload.owed} owed (no longer held)" if payload.owed else "")
+                if payload.clawed_back or payload.owed
+                else f"{payload.allowances} allowances credited"
+            )
             to_entity = (
                 f"{year} allowances issued",
-                f"{payload.allowances} allowances credited ({payload.method}, final allocation "
-                f"{payload.final_allocation}). Surrender allowances equal to your verified "
-                f"emissions {_by(policy, policy.deadlines.surrender)}.",
+                f"Final {year} allocation {payload.final_allocation} ({payload.method}), "
+                f"{payload.preallocated} pre-allocated: {adjusted}. Surrender allowances equal "
+                f"to your verified emissions {_by(policy, policy.deadlines.surrender)}.",
             )
+            if payload.owed:
+                to_district = (
+                    f"{code} owes {payload.owed} allowances",
+                    f"{code} was pre-allocated more {year} allowances than its final allocation "
+                    f"and no longer holds {payload.owed} of them.",
+                )
         case ev.SurrenderCompleted():
             timing = "on time" if payload.on_time else "after the deadline"
+            offsets = ", ".join(f"{n} {kind}" for kind, n in payload.offsets_by_type.items())
             to_entity = (
                 f"{year} compliance complete",
                 f"You surrendered {payload.allowances_surrendered} allowances and "
-                f"{payload.offsets_surrendered} offsets for {year}, {timing}.",
+                f"{payload.offsets_surrendered} offsets{f' ({offsets})' if offsets else ''} "
+                f"for {year}, {timing}.",
             )
             to_district = (
                 f"{code} completed {year} surrender",
@@ -190,6 +210,12 @@ def notifications_for(
                 f"{year} pre-allocation issued",
                 f"{payload.allowances} pre-allocated {year} allowances credited "
                 f"({payload.ratio} of {payload.basis_year} verified emissions).",
+            )
+        case ev.AllowancesTransferred():
+            to_entity = (
+                "Allowances sent to the exchange",
+                f"{payload.allowances} allowances of vintage {payload.vintage} moved from "
+                f"{payload.account_id} to trading account {payload.trading_account_id}.",
             )
     result: list[Notification] = []
     if to_entity:
