@@ -129,8 +129,11 @@ ENTITY = _policy(
     read={"bureau", "entity", "district"},
     open_account={"bureau", "entity"},
     surrender={"entity"},
+    transfer={"entity"},
+    allocate={"bureau"},
 )
-"""A covered entity in the registry: its roster entry, account, holdings and compliance."""
+"""A covered entity in the registry: its roster entry, account, holdings and compliance; the
+entity surrenders and transfers to the exchange, the Bureau approves its allocation."""
 
 PLAN = _policy(
     "monitoring plan", submit={"entity"}, read={"bureau", "entity", "district"}, decide={"bureau"}

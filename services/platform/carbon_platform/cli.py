@@ -1,4 +1,5 @@
-"""`carbon`: start the embedded stack, mint development tokens, show and create topics."""
+"""`carbon`: start the embedded stack, mint development tokens, show and create topics, look after
+dead letters and the ledger, and stand in for the external systems."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics
 from carbon_platform.kafka import client_options
 from carbon_platform.settings import REPO_ROOT, Settings
+from carbon_platform.standins import external
 from carbon_platform.supervisor import Supervisor
 
 SERVICES: dict[str, int] = {
@@ -240,6 +242,7 @@ def acls(
 
 dlq = typer.Typer(help="Dead-letter topics: look at them and replay them.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
+app.add_typer(external, name="external")
 
 
 def _operator_call(service: str, url: str | None, method: str, path: str) -> Any:
@@ -292,6 +295,27 @@ def dlq_replay(
     for result in results:
         typer.echo(f"{result['ce_id']}: {result['outcome']}")
     typer.echo(f"{len(results)} dead letters replayed through {service}")
+
+
+@app.command()
+def reconcile(
+    url: Annotated[str | None, typer.Option(help="the registry's base URL")] = None,
+) -> None:
+    """Prove the registry's ledger: holdings of allowances and offsets against the sum of the
+    journal. Exits 1 and lists the differences if there are any."""
+    found = _operator_call("registry", url, "GET", "/ledger/reconciliation")
+    for difference in found["differences"]:
+        typer.echo(
+            f"{difference['credit_code']} {difference['asset']} {difference['vintage']}: "
+            f"holdings {difference['holdings']}, journal {difference['journal']}"
+        )
+    typer.echo(
+        f"{found['accounts']} accounts; allowances held {found['allowances_held']} = journal "
+        f"{found['journal_allowances']}; unused offsets {found['offsets_unused']} = journal "
+        f"{found['journal_offsets']}: {'balanced' if found['balanced'] else 'NOT BALANCED'}"
+    )
+    if not found["balanced"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:
