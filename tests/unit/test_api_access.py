@@ -20,9 +20,10 @@ from carbon_contracts.events import (
 from carbon_platform.auth import issue_token
 from carbon_platform.settings import Settings
 from notifier.service import SERVICE as NOTIFIER
+from registry import allocation
 from registry import commands as registry_commands
 from registry.domain.credit_code import make_credit_code
-from registry.schemas import OpenAccount, Registration
+from registry.schemas import OpenAccount, OpeningBalancesUpload, Registration
 from registry.service import SERVICE as REGISTRY
 from reporting import commands as reporting_commands
 from reporting.schemas import ActivityInput, SubmitReport
@@ -117,6 +118,42 @@ ROUTES = [
     ),
     Route("registry", "GET", f"/roster/imports/{A_UUID}", frozenset({"regulator"})),
     Route("registry", "GET", f"/roster/imports/{A_UUID}/rows", frozenset({"regulator"})),
+    Route("registry", "POST", "/allocations/2024/approve", BUREAU_ONLY, body={}),
+    Route("registry", "POST", "/allocations/2024/previews", BUREAU_ONLY),
+    Route("registry", "GET", "/allocations/2024", frozenset({"regulator", "entity", "district"})),
+    Route(
+        "registry",
+        "GET",
+        f"/entities/{CODE}/allocations/2024",
+        frozenset({"regulator", "entity", "district"}),
+    ),
+    Route(
+        "registry",
+        "POST",
+        "/opening-balances",
+        BUREAU_ONLY,
+        csv=f"credit_code,compliance_year,held\n{CODE},2024,1\n",
+    ),
+    Route(
+        "registry",
+        "GET",
+        f"/entities/{CODE}/offsets",
+        frozenset({"regulator", "entity", "district"}),
+    ),
+    Route(
+        "registry",
+        "POST",
+        f"/entities/{CODE}/transfers",
+        frozenset({"entity"}),
+        body={"vintage": 2024, "allowances": 1},
+    ),
+    Route(
+        "registry",
+        "GET",
+        f"/entities/{CODE}/transfers",
+        frozenset({"regulator", "entity", "district"}),
+    ),
+    Route("registry", "GET", "/ledger/reconciliation", BUREAU_ONLY),
     Route("reporting", "POST", "/reports", frozenset({"entity"}), body=REPORT_BODY),
     Route("reporting", "GET", "/reports", frozenset({"regulator", "entity", "district"})),
     Route("reporting", "GET", f"/reports/{A_UUID}", frozenset({"regulator", "entity", "district"})),
@@ -423,6 +460,12 @@ async def test_the_entity_surrenders_for_itself(registry: Harness) -> None:
     await register(registry, CODE)
     await registry.run(registry_commands.open_account, OpenAccount(credit_code=CODE))
     await registry.handle(verification_finalised(CODE, "10.000"))
+    await registry.run(
+        allocation.import_opening_balances,
+        OpeningBalancesUpload(
+            text=f"credit_code,compliance_year,held\n{CODE},2024,10\n", imported_by="bureau"
+        ),
+    )
     body = {"compliance_year": 2024, "allowances": 10}
     async with registry.client() as client:
         by_other = await client.post(

@@ -14,10 +14,11 @@ import pytest
 from carbon_contracts.events import (
     EntityRegistered,
 )
+from registry import allocation
 from registry import commands as registry_commands
 from registry import store as registry_store
 from registry.domain.credit_code import make_credit_code
-from registry.schemas import OpenAccount, Registration
+from registry.schemas import OpenAccount, OpeningBalancesUpload, Registration
 from registry.service import SERVICE as REGISTRY
 from reporting import store as reporting_store
 from tests.unit.support import Harness, report_submitted, verification_finalised
@@ -49,6 +50,12 @@ async def obliged(registry: Harness) -> AsyncIterator[Harness]:
     )
     await registry.run(registry_commands.open_account, OpenAccount(credit_code=CODE))
     await registry.handle(verification_finalised(CODE, "100.000"))
+    await registry.run(
+        allocation.import_opening_balances,
+        OpeningBalancesUpload(
+            text=f"credit_code,compliance_year,held\n{CODE},2024,100\n", imported_by="bureau"
+        ),
+    )
     yield registry
 
 
@@ -62,14 +69,22 @@ async def surrender(obliged: Harness, body: str) -> httpx.Response:
         )
 
 
-@pytest.mark.parametrize("allowances", ["true", "1.0", '"1"', "1e3", "0", "-1", "null", "1.5"])
-async def test_surrender_allowances_must_be_a_positive_json_integer(
+@pytest.mark.parametrize("allowances", ["true", "1.0", '"1"', "1e3", "-1", "null", "1.5"])
+async def test_surrender_allowances_must_be_a_whole_json_integer(
     obliged: Harness, allowances: str
 ) -> None:
     body = f'{{"compliance_year": 2024, "allowances": {allowances}}}'
     response = await surrender(obliged, body)
     assert invalid(response), response.text
     assert response.json()["error"]["details"][0]["loc"] == ["body", "allowances"]
+    assert await obliged.read(registry_store.get_holdings, credit_code=CODE) == {2024: 100}
+
+
+async def test_a_surrender_of_nothing_is_refused(obliged: Harness) -> None:
+    # 0 allowances is a valid count when offsets are named; with none, nothing is surrendered.
+    response = await surrender(obliged, '{"compliance_year": 2024, "allowances": 0}')
+    assert invalid(response), response.text
+    assert "at least one allowance or one offset" in response.json()["error"]["message"]
     assert await obliged.read(registry_store.get_holdings, credit_code=CODE) == {2024: 100}
 
 
@@ -373,8 +388,8 @@ async def test_the_roster_upload_takes_a_csv_of_two_mib(registry: Harness) -> No
     assert response.json()["rows"] == body.count(b"\n") - 1
 
 
-def test_the_roster_upload_has_its_own_limit_of_64_mib() -> None:
-    assert REGISTRY.body_limits == {"/roster/imports": 64 * MiB}
+def test_the_bureaus_csv_uploads_have_their_own_limit_of_64_mib() -> None:
+    assert REGISTRY.body_limits == {"/roster/imports": 64 * MiB, "/opening-balances": 64 * MiB}
 
 
 async def test_a_roster_upload_over_64_mib_is_413(registry: Harness) -> None:

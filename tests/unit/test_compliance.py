@@ -1,4 +1,5 @@
-"""Allocation, obligation, pre-allocation and surrender planning with the shanghai-2024 policy."""
+"""Obligation, pre-allocation and surrender planning with the shanghai-2024 policy (the
+allocation: tests/unit/test_allocation.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from hypothesis import strategies as st
 from carbon_contracts.errors import Conflict, Invalid, Rejection
 from carbon_contracts.policy import default_policy_path, load_policy
 from registry.domain.compliance import (
-    Allocation,
-    allocate,
     obligation,
     plan_surrender,
     preallocation,
@@ -71,51 +70,6 @@ def test_preallocation_is_80_percent_rounded_half_up(emissions: str, expected: i
 def test_preallocation_matches_the_contract_example() -> None:
     # contracts/events/preallocation.issued/examples: 24251.551 x 0.8 -> 19401
     assert preallocation(POLICY, Decimal("24251.551")) == 19401
-
-
-# --- allocate --------------------------------------------------------------------------------
-
-
-def test_allocate_without_preallocation_credits_the_whole_final_allocation() -> None:
-    result = allocate(POLICY, Decimal("24251.551"), preallocated=0)
-    assert result == Allocation(
-        method="historical_emissions", final_allocation=24252, preallocated=0, allowances=24252
-    )
-
-
-def test_allocate_with_preallocation_credits_the_difference() -> None:
-    result = allocate(POLICY, Decimal("24251.551"), preallocated=19401)
-    assert result == Allocation(
-        method="historical_emissions",
-        final_allocation=24252,
-        preallocated=19401,
-        allowances=24252 - 19401,
-    )
-
-
-def test_allocate_never_credits_a_negative_amount() -> None:
-    result = allocate(POLICY, Decimal("1000.000"), preallocated=1500)
-    assert result.final_allocation == 1000
-    assert result.preallocated == 1500
-    assert result.allowances == 0
-
-
-def test_allocate_applies_the_policy_ratio_and_rounding() -> None:
-    halved = POLICY.model_copy(
-        update={"allocation": POLICY.allocation.model_copy(update={"ratio": Decimal("0.5")})}
-    )
-    assert allocate(halved, Decimal("21.000"), preallocated=0).final_allocation == 11  # 10.5
-    assert allocate(halved, Decimal("20.998"), preallocated=0).final_allocation == 10  # 10.499
-
-
-def test_allocate_refuses_an_unknown_method() -> None:
-    other = POLICY.model_copy(
-        update={"allocation": POLICY.allocation.model_copy(update={"method": "benchmark"})}
-    )
-    with pytest.raises(Invalid) as caught:
-        allocate(other, Decimal("100.000"), preallocated=0)
-    assert caught.value.code == "unknown_allocation_method"
-    assert caught.value.status == 422
 
 
 # --- plan_surrender --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The registry's commands and its verification.finalised handler on an in-memory database:
-roster, accounts, allocation, surrender, pre-allocation and roster uploads."""
+roster, accounts, the final figure, surrender, pre-allocation and roster uploads (the allocation
+itself: tests/unit/test_registry_allocation.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
-from carbon_contracts.events import VerificationFinalised
-from registry import commands, store
+from carbon_contracts.events import VerificationClosed, VerificationFinalised
+from carbon_contracts.policy import HistoricalEmissions, Policy
+from registry import allocation, commands, store
 from registry.domain.credit_code import make_credit_code
-from registry.schemas import OpenAccount, Registration, RosterUpload, Surrender
+from registry.schemas import Approval, OpenAccount, Registration, RosterUpload, Surrender
 from tests.unit.support import (
     DEADLINE,
     POLICY,
@@ -61,11 +63,42 @@ async def register(registry: Harness, code: str = CODE) -> None:
     await registry.run(commands.register_entity, registration(code))
 
 
-async def verified(registry: Harness, emissions: str = "24251.551", code: str = CODE) -> None:
-    """Registered, account open, emissions verified and the year's allowances issued."""
+def allocating(decline: str) -> Policy:
+    """The policy with its chemicals plan at `decline` x the verified emissions."""
+    chemicals = HistoricalEmissions(method="historical_emissions", decline=Decimal(decline))
+    sectors = {**POLICY.allocation.sectors, "chemicals": chemicals}
+    return POLICY.model_copy(
+        update={"allocation": POLICY.allocation.model_copy(update={"sectors": sectors})}
+    )
+
+
+async def allocated(registry: Harness) -> None:
+    """Verification closes for the year and the Bureau approves every preview: issued."""
+    await registry.handle(
+        VerificationClosed(
+            policy="shanghai-2024",
+            compliance_year=2024,
+            cases=1,
+            total_verified_emissions=Decimal("0.000"),
+            closed_at=datetime(2025, 6, 2, 10, 0, tzinfo=SHANGHAI),
+        )
+    )
+    await registry.run(
+        allocation.approve, Approval(compliance_year=2024, credit_codes=None, approved_by="bureau")
+    )
+
+
+async def verified(
+    registry: Harness, emissions: str = "24251.551", code: str = CODE, *, decline: str = "1.00"
+) -> None:
+    """Registered, account open, emissions verified and the year's allowances issued, by
+    default under a plan allocating the verified emissions in full (so that a surrender test
+    holds exactly its obligation)."""
+    registry.context.policy = allocating(decline)
     await register(registry, code)
     await registry.run(commands.open_account, OpenAccount(credit_code=code))
     await registry.handle(final_figure(code, emissions))
+    await allocated(registry)
 
 
 async def holdings(registry: Harness, code: str = CODE) -> dict[int, int]:
@@ -159,6 +192,7 @@ async def test_open_account_opens_it_once_and_records_account_opened(registry: H
         "compliance_year": 2024,
         "account_id": f"SHEA-{CODE}",
         "opened_at": registry.clock.now().isoformat(),
+        "on_time": False,  # a new entrant, opening after 2025-03-31
     }
     assert event.event.id == ran.result.event_id
     account = await registry.read(store.get_account, credit_code=CODE)
@@ -190,28 +224,14 @@ async def test_open_account_refuses_an_invalid_credit_code(registry: Harness) ->
 # --- on_verification_finalised ----------------------------------------------------------------
 
 
-async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(
+async def test_the_final_figure_sets_the_obligation_and_issues_nothing_yet(
     registry: Harness,
 ) -> None:
     await register(registry)
     approved = consumed(final_figure())
-    [issued] = await registry.handle(approved)
+    # The year's allowances wait for verification to close and the Bureau's approval.
+    assert await registry.handle(approved) == []
 
-    assert (issued.topic, issued.key) == ("allocation.issued", CODE)
-    assert issued.payload == {
-        "credit_code": CODE,
-        "compliance_year": 2024,
-        "policy": "shanghai-2024",
-        "method": "historical_emissions",
-        "verified_emissions": "24251.551",
-        "final_allocation": 24252,
-        "preallocated": 0,
-        "allowances": 24252,
-        "issued_at": registry.clock.now().isoformat(),
-    }
-    # Caused by the final figure: same correlation id, that event as its cause.
-    assert issued.headers["ce_causationid"] == approved.id
-    assert issued.headers["ce_correlationid"] == approved.correlation_id
     due = await obligation(registry)
     assert (due.verified_emissions, due.obligation, due.surrendered) == (
         Decimal("24251.551"),
@@ -219,8 +239,8 @@ async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(
         0,
     )
     assert due.case_id == str(CASE_ID)
-    assert await holdings(registry) == {2024: 24252}
-    assert [e.type for e in await registry.outbox()] == ["entity.registered", "allocation.issued"]
+    assert await holdings(registry) == {}
+    assert [e.type for e in await registry.outbox()] == ["entity.registered"]
 
 
 @pytest.mark.parametrize(
@@ -230,10 +250,11 @@ async def test_the_final_figure_sets_the_obligation_and_issues_the_allocation(
 async def test_obligation_and_allocation_round_half_up(
     registry: Harness, emissions: str, allowances: int
 ) -> None:
-    await register(registry)
-    [issued] = await registry.handle(final_figure(verified=emissions))
-    assert issued.payload["final_allocation"] == allowances
+    await verified(registry, emissions)  # allocated at 1.00 x the verified emissions
     assert (await obligation(registry)).obligation == allowances
+    assert await holdings(registry) == {2024: allowances}
+    [issued] = [e for e in await registry.outbox() if e.type == "allocation.issued"]
+    assert issued.payload["final_allocation"] == allowances
 
 
 async def preallocated(registry: Harness, *, basis_emissions: str, allowances: int) -> None:
@@ -256,21 +277,28 @@ async def test_an_earlier_preallocation_is_deducted_from_the_allocation(
     registry: Harness,
 ) -> None:
     await register(registry)
+    await registry.run(commands.open_account, OpenAccount(credit_code=CODE))
     await preallocated(registry, basis_emissions="25000.000", allowances=20000)
-    [issued] = await registry.handle(final_figure())
-    assert (issued.payload["final_allocation"], issued.payload["preallocated"]) == (24252, 20000)
-    assert issued.payload["allowances"] == 4252
-    assert await holdings(registry) == {2024: 24252}
+    await registry.handle(final_figure())
+    await allocated(registry)  # 24251.551 x 0.98 = 23766.51998
+    [issued] = [e for e in await registry.outbox() if e.type == "allocation.issued"]
+    assert (issued.payload["final_allocation"], issued.payload["preallocated"]) == (23767, 20000)
+    assert issued.payload["allowances"] == 3767
+    assert await holdings(registry) == {2024: 23767}
 
 
-async def test_a_preallocation_above_the_final_allocation_credits_nothing_more(
+async def test_a_preallocation_above_the_final_allocation_is_clawed_back(
     registry: Harness,
 ) -> None:
     await register(registry)
+    await registry.run(commands.open_account, OpenAccount(credit_code=CODE))
     await preallocated(registry, basis_emissions="40000.000", allowances=32000)
-    [issued] = await registry.handle(final_figure())
+    await registry.handle(final_figure())
+    await allocated(registry)
+    [issued] = [e for e in await registry.outbox() if e.type == "allocation.issued"]
     assert (issued.payload["preallocated"], issued.payload["allowances"]) == (32000, 0)
-    assert await holdings(registry) == {2024: 32000}
+    assert (issued.payload["clawed_back"], issued.payload["owed"]) == (32000 - 23767, 0)
+    assert await holdings(registry) == {2024: 23767}
 
 
 async def test_a_final_figure_for_an_entity_not_on_the_roster_is_refused(registry: Harness) -> None:
@@ -290,24 +318,25 @@ async def test_a_final_figure_for_another_year_is_refused(registry: Harness) -> 
     assert await holdings(registry) == {}
 
 
-async def test_a_second_final_figure_is_refused_and_issues_nothing(registry: Harness) -> None:
+async def test_a_second_final_figure_is_refused_and_changes_nothing(registry: Harness) -> None:
     await register(registry)
     await registry.handle(final_figure())
     with pytest.raises(Conflict) as refused:
         await registry.handle(final_figure(verified="30000.000"))
     assert refused.value.code == "already_verified"
     assert (await obligation(registry)).verified_emissions == Decimal("24251.551")
-    assert await holdings(registry) == {2024: 24252}
-    assert [e.type for e in await registry.outbox()] == ["entity.registered", "allocation.issued"]
+    assert await holdings(registry) == {}
+    assert [e.type for e in await registry.outbox()] == ["entity.registered"]
 
 
 def test_the_registry_acts_on_the_final_verified_figure_only() -> None:
     # Never on verification.approved: re-verification may still replace that figure.
     from registry.service import SERVICE
 
-    assert dict(SERVICE.handlers) == {
-        "verification.finalised": {"verification.finalised": commands.on_verification_finalised}
+    assert SERVICE.handlers["verification.finalised"] == {
+        "verification.finalised": allocation.on_verification_finalised
     }
+    assert not any(topic.startswith("verification.approved") for topic in SERVICE.handlers)
 
 
 # --- surrender --------------------------------------------------------------------------------
@@ -316,10 +345,11 @@ def test_the_registry_acts_on_the_final_verified_figure_only() -> None:
 async def test_surrender_without_an_account_is_refused(registry: Harness) -> None:
     await register(registry)
     await registry.handle(final_figure())
+    await allocated(registry)  # approved, waiting for the account
     with pytest.raises(Conflict) as refused:
         await registry.run(commands.surrender, surrender(100))
     assert refused.value.code == "account_not_open"
-    assert await holdings(registry) == {2024: 24252}
+    assert await holdings(registry) == {}
 
 
 async def test_surrender_before_verification_has_no_obligation(registry: Harness) -> None:
@@ -342,11 +372,8 @@ async def test_surrender_beyond_the_obligation_is_refused_and_changes_nothing(
 
 
 async def test_surrender_beyond_the_holdings_is_refused(registry: Harness) -> None:
-    # Under a policy allocating 90% of the verified emissions the entity holds too few.
-    registry.context.policy = POLICY.model_copy(
-        update={"allocation": POLICY.allocation.model_copy(update={"ratio": Decimal("0.90")})}
-    )
-    await verified(registry, "1000.000")
+    # Under a plan allocating 90% of the verified emissions the entity holds too few.
+    await verified(registry, "1000.000", decline="0.90")
     assert await holdings(registry) == {2024: 900}
     with pytest.raises(Conflict) as refused:
         await registry.run(commands.surrender, surrender(901))
@@ -399,6 +426,7 @@ async def test_completing_the_surrender_records_completion_and_the_preallocation
         "deadline": DEADLINE.isoformat(),
         "on_time": True,
         "completed_at": now,
+        "offsets_by_type": {},
     }
     # 80% of 24251.551 is 19401.2408: 19401 allowances of vintage 2025.
     assert (preallocated.topic, preallocated.key) == ("preallocation.issued", CODE)
@@ -486,11 +514,8 @@ async def test_surrender_after_compliance_is_refused(registry: Harness) -> None:
 async def test_surrender_draws_oldest_vintages_first_and_never_next_years(
     registry: Harness,
 ) -> None:
-    # Under a policy allocating 90%, the 2024 allocation (900) falls short of the obligation.
-    registry.context.policy = POLICY.model_copy(
-        update={"allocation": POLICY.allocation.model_copy(update={"ratio": Decimal("0.90")})}
-    )
-    await verified(registry, "1000.000")
+    # Under a plan allocating 90%, the 2024 allocation (900) falls short of the obligation.
+    await verified(registry, "1000.000", decline="0.90")
     async with registry.context.transaction() as uow:
         for vintage, amount in ((2025, 500), (2023, 60)):
             await store.move_allowances(

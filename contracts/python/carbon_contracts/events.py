@@ -388,7 +388,8 @@ class AllocationIssued(EventPayload):
     )
     parameters: dict[Identifier, DecimalString] = Field(
         default_factory=dict,
-        description="the method's inputs, e.g. output, benchmark, decline, base_average",
+        description="the method's inputs: e.g. output, benchmark and each adjustment factor; "
+        "or base_<year> for each base year used, and decline",
         json_schema_extra={"additionalProperties": False},  # keys match the pattern, nothing else
     )
     clawed_back: Allowances = Field(

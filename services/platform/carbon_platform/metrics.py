@@ -68,6 +68,12 @@ ALLOWANCES_SURRENDERED = Counter(
     "carbon_allowances_surrendered_total", "Allowances surrendered for compliance"
 )
 NOTIFICATIONS = Counter("carbon_notifications_total", "Notifications recorded", ["recipient_type"])
+LEDGER_DIFFERENCE = Gauge(
+    "carbon_ledger_difference_units",
+    "Units (allowances and offsets) by which the registry's holdings differ from the sum of its "
+    "journal, absolute values summed over every position, at the last reconciliation; 0 = "
+    "balanced",
+)
 
 # Known label values start at zero, so rates and increases see the first event.
 for _kind in ("allocation", "preallocation"):

@@ -12,7 +12,7 @@ from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
 from carbon_platform.auth import Principal, current_principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
-from registry import commands, store
+from registry import allocation, commands, store
 from registry.domain.credit_code import checked_credit_code
 from registry.schemas import (
     Account,
@@ -84,8 +84,9 @@ async def surrender(
     context: Context,
     principal: Annotated[Principal, allowed(ENTITY, "surrender")],
 ) -> SurrenderReceipt:
-    """Surrender allowances for a year; meeting the whole obligation completes compliance
-    (`surrender.completed`) and issues next year's pre-allocation (`preallocation.issued`)."""
+    """Surrender allowances and offsets (cancellation proofs by type and id) for a year, all or
+    nothing; meeting the whole obligation completes compliance (`surrender.completed`) and
+    issues next year's pre-allocation (`preallocation.issued`)."""
     ENTITY.check_entity(principal, "surrender", code)
     return await context.execute(
         commands.surrender, Surrender(credit_code=code, **body.model_dump())
@@ -98,7 +99,7 @@ async def entity_status(
     context: Context,
     principal: Annotated[Principal, allowed(ENTITY, "read")],
 ) -> EntityStatus:
-    """Entity, account, holdings by vintage and compliance status per year."""
+    """Entity, accounts (registry, exchange), holdings by vintage, compliance status per year."""
     ENTITY.check_entity(principal, "read", code)  # before the lookup: a 404 tells it nothing
     async with context.reader.connect() as conn:
         entity = await store.get_entity(conn, credit_code=code)
@@ -106,30 +107,38 @@ async def entity_status(
             raise NotFound("unknown_entity", f"{code} is not a registered entity")
         ENTITY.check(principal, "read", Owner(credit_code=code, district=entity.district))
         account = await store.get_account(conn, credit_code=code)
+        trading = await store.get_trading_account(conn, credit_code=code)
         holdings = await store.get_holdings(conn, credit_code=code)
         obligations = await store.list_obligations(conn, credit_code=code)
+        previews = await store.list_previews(conn, credit_code=code)
+    allocations = {row.compliance_year: row for row in previews}
     return EntityStatus(
         credit_code=code,
         name=entity.name,
         district=entity.district,
         sector=entity.sector,
         account_id=account.account_id if account else None,
+        trading_account_id=trading.trading_account_id if trading else None,
         holdings=[Holding(vintage=v, allowances=n) for v, n in holdings.items()],
         total_allowances=sum(holdings.values()),
-        compliance=[_compliance_view(row) for row in obligations],
+        compliance=[
+            _compliance_view(row, allocations.get(row.compliance_year)) for row in obligations
+        ],
     )
 
 
-def _compliance_view(row: Any) -> ComplianceView:
+def _compliance_view(row: Any, preview: Any) -> ComplianceView:
     return ComplianceView(
         compliance_year=row.compliance_year,
         verified_emissions=row.verified_emissions,
         obligation=row.obligation,
         surrendered=row.surrendered,
+        offsets_surrendered=row.offsets_surrendered,
         remaining=row.obligation - row.surrendered,
         status="compliant" if row.completed_at else "open",
         completed_at=row.completed_at,
         on_time=row.on_time,
+        allocation=allocation.allocation_summary(preview) if preview else None,
     )
 
 

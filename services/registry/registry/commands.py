@@ -16,21 +16,19 @@ from pydantic import ValidationError
 from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
 from carbon_contracts.events import (
     AccountOpened,
-    AllocationIssued,
     EntityRegistered,
     PreallocationIssued,
     SurrenderCompleted,
-    VerificationFinalised,
 )
 from carbon_platform import metrics
-from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
-from registry import store
-from registry.domain import compliance
+from registry import allocation, store
+from registry.domain import compliance, offsets
 from registry.domain.credit_code import checked_credit_code
 from registry.schemas import (
     Account,
     Holding,
+    OffsetUsed,
     OpenAccount,
     PreallocationView,
     RegisteredEntity,
@@ -84,43 +82,73 @@ async def register_entity(uow: UnitOfWork, command: Registration) -> RegisteredE
 
 
 async def open_account(uow: UnitOfWork, command: OpenAccount) -> Account:
-    """A registered entity opens its allowance account, once."""
+    """A registered entity opens its allowance account, once; a new entrant's opening is on
+    time only before the policy's date. Allocations approved while it had no account are issued
+    into it in the same transaction."""
     code = checked_credit_code(command.credit_code)
+    policy = uow.policy
     if await store.get_entity(uow.conn, credit_code=code) is None:
         raise NotFound("unknown_entity", f"{code} is not a registered entity")
     if await store.get_account(uow.conn, credit_code=code) is not None:
         raise Conflict("account_exists", f"{code} already has an allowance account")
     account_id = f"SHEA-{code}"
     await store.open_account(uow.conn, account_id=account_id, credit_code=code, at=uow.now)
+    # Only the notice's new entrants have a date to open by; for the others it is no rule's.
+    entry = await store.get_roster_entry(
+        uow.conn, credit_code=code, compliance_year=policy.compliance_year
+    )
+    on_time = None
+    if entry is not None and entry.new_entrant:
+        on_time = uow.now < policy.deadlines.accounts_opening
+        await store.set_account_on_time(uow.conn, credit_code=code, on_time=on_time)
     event = uow.record(
         AccountOpened(
             credit_code=code,
-            compliance_year=uow.policy.compliance_year,
+            compliance_year=policy.compliance_year,
             account_id=account_id,
             opened_at=uow.now,
+            on_time=on_time,
         )
     )
+    await allocation.issue_waiting(uow, code)
     return Account(account_id=account_id, credit_code=code, event_id=event.event_id)
 
 
 async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
-    """Surrender allowances for a year; meeting the whole obligation completes compliance and
-    issues next year's pre-allocation in the same transaction."""
+    """Surrender allowances and offsets (named cancellation proofs) for a year, all of it or
+    nothing; meeting the whole obligation completes compliance and issues next year's
+    pre-allocation in the same transaction."""
     code = checked_credit_code(command.credit_code)
     year, policy = command.compliance_year, uow.policy
     if await store.get_account(uow.conn, credit_code=code) is None:
         raise Conflict("account_not_open", f"{code} has no allowance account")
-    due = await store.get_obligation(uow.conn, credit_code=code, compliance_year=year)
+    # Locked first: a concurrent surrender of the entity waits, then plans on what this one did.
+    due = await store.lock_obligation(uow.conn, credit_code=code, compliance_year=year)
     if due is None:
         raise NotFound("no_obligation", f"{code} has no verified emissions for {year} yet")
+    keys = [(offset.type, offset.proof_id) for offset in command.offsets]
+    found = await store.get_offset_proofs(uow.conn, keys=keys)
+    proofs = offsets.check_proofs(
+        policy,
+        keys,
+        {key: _proof(row) for key, row in found.items()},
+        credit_code=code,
+        compliance_year=year,
+    )
     done = compliance.surrender(
         policy,
         compliance_year=year,
-        requested=command.allowances,
+        allowances=command.allowances,
+        offsets=proofs,
+        verified_emissions=due.verified_emissions,
         obligation=due.obligation,
         surrendered=due.surrendered,
+        offsets_surrendered=due.offsets_surrendered,
         holdings=await store.get_holdings(uow.conn, credit_code=code),
         at=uow.now,
+    )
+    await store.use_offset_proofs(
+        uow.conn, credit_code=code, compliance_year=year, proofs=list(found.values()), at=uow.now
     )
     for vintage, amount in done.drawn:
         await store.move_allowances(
@@ -132,11 +160,12 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
             reference=f"surrender-{year}",
             at=uow.now,
         )
-    await store.add_surrendered(
+    await store.add_surrender(
         uow.conn,
         credit_code=code,
         compliance_year=year,
-        amount=command.allowances,
+        allowances=command.allowances,
+        offsets=done.offsets,
         completed_at=uow.now if done.complete else None,
         on_time=done.on_time if done.complete else None,
     )
@@ -149,8 +178,11 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
                 policy=policy.cycle,
                 verified_emissions=due.verified_emissions,
                 obligation=due.obligation,
-                allowances_surrendered=done.surrendered,
-                offsets_surrendered=0,
+                allowances_surrendered=done.surrendered - done.offsets_surrendered,
+                offsets_surrendered=done.offsets_surrendered,
+                offsets_by_type=await store.offsets_used_by_type(
+                    uow.conn, credit_code=code, compliance_year=year
+                ),
                 deadline=policy.deadlines.surrender,
                 on_time=done.on_time,
                 completed_at=uow.now,
@@ -161,10 +193,14 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
     return SurrenderReceipt(
         credit_code=code,
         compliance_year=year,
-        surrendered_now=command.allowances,
+        surrendered_now=command.allowances + done.offsets,
         drawn_from=[Holding(vintage=v, allowances=n) for v, n in done.drawn],
+        offsets=[
+            OffsetUsed(type=p.offset_type, proof_id=p.proof_id, quantity=p.quantity) for p in proofs
+        ],
         obligation=due.obligation,
         surrendered=done.surrendered,
+        offsets_surrendered=done.offsets_surrendered,
         remaining=done.remaining,
         status="compliant" if done.complete else "open",
         preallocation=(
@@ -175,6 +211,18 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
             else None
         ),
         event_ids=[event.event_id for event in uow.events],
+    )
+
+
+def _proof(row: Any) -> offsets.Proof:
+    return offsets.Proof(
+        offset_type=row.offset_type,
+        proof_id=row.proof_id,
+        credit_code=row.credit_code,
+        compliance_year=row.compliance_year,
+        quantity=row.quantity,
+        cancelled_on=row.cancelled_on,
+        used=row.used_at is not None,
     )
 
 
@@ -211,64 +259,8 @@ async def _preallocate(
     return issued
 
 
-async def on_verification_finalised(uow: UnitOfWork, event: Event[Any]) -> None:
-    """Record the final verified emissions as the year's obligation and issue the year's
-    allowances. Only the final figure counts: a first verification that re-verification can still
-    change (`verification.approved`) is never acted on. Only for an entity on this registry's
-    roster for that year: a figure for anyone else is refused, whatever the event says."""
-    final: VerificationFinalised = event.payload
-    policy = uow.policy
-    code, year = final.credit_code, final.compliance_year
-    if year != policy.compliance_year:
-        raise Invalid("no_policy", f"no compliance policy loaded for {year}")
-    if not await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
-        raise NotFound("unknown_entity", f"{code} is not on the {year} roster")
-    if await store.get_obligation(uow.conn, credit_code=code, compliance_year=year):
-        raise Conflict("already_verified", f"{code} already has verified emissions for {year}")
-    await store.create_obligation(
-        uow.conn,
-        credit_code=code,
-        compliance_year=year,
-        case_id=str(final.case_id),
-        verified_emissions=final.verified_emissions,
-        obligation=compliance.obligation(policy, final.verified_emissions),
-    )
-    earlier = await store.get_allocation(
-        uow.conn, credit_code=code, compliance_year=year, kind="preallocation"
-    )
-    allocation = compliance.allocate(
-        policy, final.verified_emissions, preallocated=earlier.allowances if earlier else 0
-    )
-    await store.issue_allowances(
-        uow.conn,
-        credit_code=code,
-        compliance_year=year,
-        kind="allocation",
-        method=allocation.method,
-        basis_emissions=final.verified_emissions,
-        allowances=allocation.allowances,
-        reference=str(final.case_id),
-        at=uow.now,
-    )
-    uow.record(
-        AllocationIssued(
-            credit_code=code,
-            compliance_year=year,
-            policy=policy.cycle,
-            method=allocation.method,
-            verified_emissions=final.verified_emissions,
-            final_allocation=allocation.final_allocation,
-            preallocated=allocation.preallocated,
-            allowances=allocation.allowances,
-            issued_at=uow.now,
-        )
-    )
-    uow.on_commit(lambda: metrics.ALLOWANCES_ISSUED.labels("allocation").inc(allocation.allowances))
-
-
-HANDLERS: dict[str, dict[str, Handler]] = {
-    "verification.finalised": {"verification.finalised": on_verification_finalised}
-}
+# The final verified figure and the year's allocation are handled in registry/allocation.py.
+HANDLERS: dict[str, dict[str, Handler]] = {}
 
 
 # --- Roster upload: the Bureau registers the year's roster in one CSV ------------------------

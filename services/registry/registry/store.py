@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -20,9 +22,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
+    case,
+    cast,
+    distinct,
     func,
+    literal_column,
+    null,
+    or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -59,6 +69,19 @@ accounts = Table(
     Column("account_id", String(32), primary_key=True),
     Column("credit_code", ForeignKey("entities.credit_code"), nullable=False, unique=True),
     Column("opened_at", UtcDateTime(), nullable=False),
+    # New entrants only: opened before the policy's accounts_opening deadline.
+    Column("on_time", Boolean, nullable=True),
+)
+
+# The entity's trading account at the exchange, linked when the exchange says it opened (which
+# may come before or after the registry account).
+trading_accounts = Table(
+    "trading_accounts",
+    metadata,
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("trading_account_id", String(32), nullable=False, unique=True),
+    Column("opened_at", UtcDateTime(), nullable=False),
+    Column("linked_at", UtcDateTime(), nullable=False),
 )
 
 holdings = Table(
@@ -70,7 +93,21 @@ holdings = Table(
     CheckConstraint("balance >= 0", name="ck_holdings_balance_non_negative"),
 )
 
-# Every movement of allowances; holdings are the running balance of this journal.
+JOURNAL_KINDS = (
+    "allocation",  # the year's allocation topped up after the Bureau approved it
+    "preallocation",  # next year's, issued with a completed surrender
+    "opening_balance",  # held before this registry existed (Bureau import)
+    "clawback",  # pre-allocated above the final allocation, taken back
+    "surrender",  # allowances surrendered
+    "transfer_out",  # to the entity's trading account at the exchange
+    "transfer_in",  # back from the exchange
+    "offset_in",  # an offset cancellation proof received for the entity
+    "offset_use",  # that proof used in a surrender
+)
+ASSETS = ("SHEA", "CCER", "SHCERCIR1")  # allowances, and the two offset types
+
+# Every movement of allowances and offsets. Holdings of allowances (`holdings`) and of offsets
+# (unused proofs) always equal the sum of this journal; the reconciliation proves it.
 journal = Table(
     "journal",
     metadata,
@@ -81,8 +118,11 @@ journal = Table(
     Column("amount", Integer, nullable=False),
     Column("reference", String(64), nullable=False),
     Column("at", UtcDateTime(), nullable=False),
+    Column("asset", String(16), nullable=False, server_default="SHEA"),
     CheckConstraint("amount <> 0", name="ck_journal_amount_non_zero"),
-    CheckConstraint("kind IN ('allocation', 'preallocation', 'surrender')", name="ck_journal_kind"),
+    CheckConstraint(f"kind IN {JOURNAL_KINDS}", name="ck_journal_kind"),
+    CheckConstraint(f"asset IN {ASSETS}", name="ck_journal_asset"),
+    Index("ix_journal_account", "credit_code", "asset", "vintage"),
 )
 
 obligations = Table(
@@ -96,9 +136,16 @@ obligations = Table(
     Column("surrendered", Integer, nullable=False, default=0),
     Column("completed_at", UtcDateTime(), nullable=True),
     Column("on_time", Boolean, nullable=True),
+    # Of `surrendered` (allowances and offsets), the offsets.
+    Column("offsets_surrendered", Integer, nullable=False, server_default="0"),
+    Column("outputs", Text, nullable=True),  # JSON: verified production outputs
     CheckConstraint("obligation >= 0", name="ck_obligations_obligation"),
     CheckConstraint(
         "surrendered >= 0 AND surrendered <= obligation", name="ck_obligations_surrendered"
+    ),
+    CheckConstraint(
+        "offsets_surrendered >= 0 AND offsets_surrendered <= surrendered",
+        name="ck_obligations_offsets",
     ),
 )
 
@@ -114,6 +161,125 @@ allocations = Table(
     Column("issued_at", UtcDateTime(), nullable=False),
     CheckConstraint("allowances >= 0", name="ck_allocations_allowances"),
     CheckConstraint("kind IN ('allocation', 'preallocation')", name="ck_allocations_kind"),
+)
+
+# Verification closed for a year (`verification.closed`): previews are computed from then on.
+verification_closures = Table(
+    "verification_closures",
+    metadata,
+    Column("compliance_year", Integer, primary_key=True),
+    Column("cases", Integer, nullable=False),
+    Column("closed_at", UtcDateTime(), nullable=False),
+)
+
+# The year's allocation per entity: previewed from the final verified figure, approved by the
+# Bureau in a batch, then issued into the entity's account (at once, or when it opens).
+allocation_previews = Table(
+    "allocation_previews",
+    metadata,
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("compliance_year", Integer, primary_key=True),
+    Column("method", String(64), nullable=False),
+    Column("parameters", Text, nullable=False),  # JSON object of decimal strings
+    Column("verified_emissions", ScaledDecimal(3), nullable=False),
+    Column("final_allocation", Integer, nullable=False),
+    Column("preallocated", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("computed_at", UtcDateTime(), nullable=False),
+    Column("batch_id", ForeignKey("allocation_batches.batch_id"), nullable=True),
+    Column("issued_at", UtcDateTime(), nullable=True),
+    Column("topped_up", Integer, nullable=False, server_default="0"),
+    Column("clawed_back", Integer, nullable=False, server_default="0"),
+    Column("owed", Integer, nullable=False, server_default="0"),
+    CheckConstraint(
+        "status IN ('previewed', 'approved', 'issued')", name="ck_allocation_previews_status"
+    ),
+    CheckConstraint(
+        "(status = 'previewed') = (batch_id IS NULL)", name="ck_allocation_previews_batch"
+    ),
+    CheckConstraint(
+        "(status = 'issued') = (issued_at IS NOT NULL)", name="ck_allocation_previews_issued"
+    ),
+    CheckConstraint(
+        "final_allocation >= 0 AND preallocated >= 0 AND topped_up >= 0 AND clawed_back >= 0"
+        " AND owed >= 0",
+        name="ck_allocation_previews_amounts",
+    ),
+    Index("ix_allocation_previews_year", "compliance_year", "status"),
+)
+
+allocation_batches = Table(
+    "allocation_batches",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("compliance_year", Integer, nullable=False),
+    Column("approved_by", String(128), nullable=False),
+    Column("approved_at", UtcDateTime(), nullable=False),
+    Column("entities", Integer, nullable=False),
+    Column("final_allocation", Integer, nullable=False),
+    CheckConstraint("entities > 0", name="ck_allocation_batches_entities"),
+)
+
+# What the registry would have known had it run before: per entity and year, verified
+# emissions (for historical baselines), and for the current year the pre-allocation issued
+# and what of it is still held. Imported by the Bureau (CSV), once per entity and year.
+opening_balances = Table(
+    "opening_balances",
+    metadata,
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("compliance_year", Integer, primary_key=True),
+    Column("verified_emissions", ScaledDecimal(3), nullable=True),
+    Column("preallocated", Integer, nullable=True),
+    Column("held", Integer, nullable=True),
+    Column("import_id", String(36), nullable=False),
+    Column("imported_at", UtcDateTime(), nullable=False),
+    CheckConstraint(
+        "verified_emissions IS NOT NULL OR preallocated IS NOT NULL OR held IS NOT NULL",
+        name="ck_opening_balances_something",
+    ),
+    CheckConstraint(
+        "(preallocated IS NULL OR preallocated >= 0) AND (held IS NULL OR held >= 0)",
+        name="ck_opening_balances_amounts",
+    ),
+)
+
+# Offset cancellation proofs received from their issuers; used at most once, in a surrender.
+offset_proofs = Table(
+    "offset_proofs",
+    metadata,
+    Column("offset_type", String(16), primary_key=True),
+    Column("proof_id", String(64), primary_key=True),
+    Column("credit_code", ForeignKey("entities.credit_code"), nullable=False),
+    Column("compliance_year", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("cancelled_on", Date, nullable=False),
+    Column("cancelled_at", UtcDateTime(), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("used_for_year", Integer, nullable=True),
+    Column("used_at", UtcDateTime(), nullable=True),
+    CheckConstraint("offset_type IN ('CCER', 'SHCERCIR1')", name="ck_offset_proofs_type"),
+    CheckConstraint("quantity > 0", name="ck_offset_proofs_quantity"),
+    CheckConstraint("(used_for_year IS NULL) = (used_at IS NULL)", name="ck_offset_proofs_used"),
+    Index("ix_offset_proofs_entity", "credit_code"),
+)
+
+# Transfers between the registry account and the exchange trading account, both ways; the
+# exchange's transfer id makes an inbound transfer apply once.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("transfer_id", String(36), primary_key=True),
+    Column("credit_code", ForeignKey("entities.credit_code"), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("trading_account_id", String(32), nullable=False),
+    Column("vintage", Integer, nullable=False),
+    Column("allowances", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    CheckConstraint("direction IN ('to_exchange', 'from_exchange')", name="ck_transfers_direction"),
+    CheckConstraint("allowances > 0", name="ck_transfers_allowances"),
+    Index("ix_transfers_entity", "credit_code"),
 )
 
 # Roster uploads (CSV): every row is kept with its result, so progress survives a restart and
@@ -211,12 +377,6 @@ _OBLIGATIONS = (
     .order_by(obligations.c.compliance_year)
 )
 _CREATE_OBLIGATION = obligations.insert()
-_SURRENDERED = (
-    update(obligations)
-    .where(obligations.c.credit_code == _CODE)
-    .where(obligations.c.compliance_year == _YEAR)
-    .values(surrendered=obligations.c.surrendered + bindparam("amount"))
-)
 
 
 async def get_entity(conn: AsyncConnection, *, credit_code: str) -> Any:
@@ -392,27 +552,6 @@ async def create_obligation(
     )
 
 
-async def add_surrendered(
-    conn: AsyncConnection,
-    *,
-    credit_code: str,
-    compliance_year: int,
-    amount: int,
-    completed_at: datetime | None,
-    on_time: bool | None,
-) -> None:
-    await conn.execute(
-        _SURRENDERED,
-        {
-            "code": credit_code,
-            "year": compliance_year,
-            "amount": amount,
-            "completed_at": completed_at,
-            "on_time": on_time,
-        },
-    )
-
-
 async def add_roster_import(
     conn: AsyncConnection,
     *,
@@ -527,3 +666,721 @@ async def list_import_rows(
     if status:
         query = query.where(rows.c.status == status)
     return list(await conn.execute(query))
+
+
+# --- allocation: previews, batches, issuance, opening balances --------------------------------
+
+
+async def get_roster_entry(conn: AsyncConnection, *, credit_code: str, compliance_year: int) -> Any:
+    found = await conn.execute(
+        select(roster)
+        .where(roster.c.credit_code == credit_code)
+        .where(roster.c.compliance_year == compliance_year)
+    )
+    return found.first()
+
+
+async def set_account_on_time(conn: AsyncConnection, *, credit_code: str, on_time: bool) -> None:
+    await conn.execute(
+        update(accounts).where(accounts.c.credit_code == credit_code).values(on_time=on_time)
+    )
+
+
+async def set_obligation_outputs(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int, outputs: list[dict[str, str]]
+) -> None:
+    """The verified production outputs behind the obligation (the output-based methods)."""
+    await conn.execute(
+        update(obligations)
+        .where(obligations.c.credit_code == credit_code)
+        .where(obligations.c.compliance_year == compliance_year)
+        .values(outputs=json.dumps(outputs, ensure_ascii=False))
+    )
+
+
+async def get_closure(conn: AsyncConnection, *, compliance_year: int) -> Any:
+    found = await conn.execute(
+        select(verification_closures).where(
+            verification_closures.c.compliance_year == compliance_year
+        )
+    )
+    return found.first()
+
+
+async def add_closure(
+    conn: AsyncConnection, *, compliance_year: int, cases: int, at: datetime
+) -> None:
+    await conn.execute(
+        verification_closures.insert().values(
+            compliance_year=compliance_year, cases=cases, closed_at=at
+        )
+    )
+
+
+def _obligations_with_sector() -> Any:
+    return select(
+        obligations,
+        entities.c.sector,
+        entities.c.district,
+        entities.c.name,
+    ).join(entities, entities.c.credit_code == obligations.c.credit_code)
+
+
+async def get_obligation_for_preview(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int
+) -> Any:
+    """The obligation with its entity's sector, district and name."""
+    found = await conn.execute(
+        _obligations_with_sector()
+        .where(obligations.c.credit_code == credit_code)
+        .where(obligations.c.compliance_year == compliance_year)
+    )
+    return found.first()
+
+
+async def obligations_without_preview(
+    conn: AsyncConnection, *, compliance_year: int, credit_code: str | None, district: str | None
+) -> list[Any]:
+    """The year's obligations (with sector, district and name) that have no preview yet."""
+    query = (
+        _obligations_with_sector()
+        .outerjoin(
+            allocation_previews,
+            (allocation_previews.c.credit_code == obligations.c.credit_code)
+            & (allocation_previews.c.compliance_year == obligations.c.compliance_year),
+        )
+        .where(obligations.c.compliance_year == compliance_year)
+        .where(allocation_previews.c.credit_code.is_(None))
+        .order_by(obligations.c.credit_code)
+    )
+    if credit_code is not None:
+        query = query.where(obligations.c.credit_code == credit_code)
+    if district is not None:
+        query = query.where(entities.c.district == district)
+    return list(await conn.execute(query))
+
+
+async def known_emissions(conn: AsyncConnection, *, credit_code: str) -> dict[int, Decimal]:
+    """Verified emissions per year: the registry's own final figures, else imported ones."""
+    imported = await conn.execute(
+        select(opening_balances.c.compliance_year, opening_balances.c.verified_emissions)
+        .where(opening_balances.c.credit_code == credit_code)
+        .where(opening_balances.c.verified_emissions.is_not(None))
+    )
+    known: dict[int, Decimal] = {row.compliance_year: row.verified_emissions for row in imported}
+    own = await conn.execute(
+        select(obligations.c.compliance_year, obligations.c.verified_emissions).where(
+            obligations.c.credit_code == credit_code
+        )
+    )
+    known.update({row.compliance_year: row.verified_emissions for row in own})
+    return known
+
+
+async def get_opening_balance(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int
+) -> Any:
+    found = await conn.execute(
+        select(opening_balances)
+        .where(opening_balances.c.credit_code == credit_code)
+        .where(opening_balances.c.compliance_year == compliance_year)
+    )
+    return found.first()
+
+
+async def add_opening_balance(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    verified_emissions: Decimal | None,
+    preallocated: int | None,
+    held: int | None,
+    import_id: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        opening_balances.insert().values(
+            credit_code=credit_code,
+            compliance_year=compliance_year,
+            verified_emissions=verified_emissions,
+            preallocated=preallocated,
+            held=held,
+            import_id=import_id,
+            imported_at=at,
+        )
+    )
+
+
+def _preview_values(
+    *,
+    method: str,
+    parameters: dict[str, str],
+    verified_emissions: Decimal,
+    final_allocation: int,
+    preallocated: int,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "method": method,
+        "parameters": json.dumps(parameters),
+        "verified_emissions": verified_emissions,
+        "final_allocation": final_allocation,
+        "preallocated": preallocated,
+        "computed_at": at,
+    }
+
+
+async def add_preview(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    method: str,
+    parameters: dict[str, str],
+    verified_emissions: Decimal,
+    final_allocation: int,
+    preallocated: int,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        allocation_previews.insert().values(
+            credit_code=credit_code,
+            compliance_year=compliance_year,
+            status="previewed",
+            **_preview_values(
+                method=method,
+                parameters=parameters,
+                verified_emissions=verified_emissions,
+                final_allocation=final_allocation,
+                preallocated=preallocated,
+                at=at,
+            ),
+        )
+    )
+
+
+async def replace_preview(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    method: str,
+    parameters: dict[str, str],
+    verified_emissions: Decimal,
+    final_allocation: int,
+    preallocated: int,
+    at: datetime,
+) -> None:
+    """Recompute a preview nobody has approved yet (an approved one is refused)."""
+    replaced = await conn.execute(
+        update(allocation_previews)
+        .where(allocation_previews.c.credit_code == credit_code)
+        .where(allocation_previews.c.compliance_year == compliance_year)
+        .where(allocation_previews.c.status == "previewed")
+        .values(
+            **_preview_values(
+                method=method,
+                parameters=parameters,
+                verified_emissions=verified_emissions,
+                final_allocation=final_allocation,
+                preallocated=preallocated,
+                at=at,
+            )
+        )
+    )
+    if replaced.rowcount != 1:
+        raise Conflict(
+            "allocation_approved", f"the {compliance_year} allocation of {credit_code} is approved"
+        )
+
+
+def _previews() -> Any:
+    return select(
+        allocation_previews, entities.c.name, entities.c.district, entities.c.sector
+    ).join(entities, entities.c.credit_code == allocation_previews.c.credit_code)
+
+
+async def get_preview(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int, for_update: bool = False
+) -> Any:
+    """The entity's allocation preview of the year (with its name, district and sector)."""
+    query = (
+        _previews()
+        .where(allocation_previews.c.credit_code == credit_code)
+        .where(allocation_previews.c.compliance_year == compliance_year)
+    )
+    if for_update:
+        query = query.with_for_update(of=allocation_previews)
+    return (await conn.execute(query)).first()
+
+
+async def list_previews(
+    conn: AsyncConnection,
+    *,
+    compliance_year: int | None = None,
+    credit_code: str | None = None,
+    district: str | None = None,
+    status: str | None = None,
+    batch_id: str | None = None,
+    for_update: bool = False,
+) -> list[Any]:
+    """Previews (with name, district and sector) by year, entity, district, status, batch;
+    `for_update`: locked until the transaction ends (PostgreSQL; SQLite serialises writers)."""
+    query = _previews().order_by(
+        allocation_previews.c.compliance_year, allocation_previews.c.credit_code
+    )
+    if for_update:
+        query = query.with_for_update(of=allocation_previews)
+    if batch_id is not None:
+        query = query.where(allocation_previews.c.batch_id == batch_id)
+    if compliance_year is not None:
+        query = query.where(allocation_previews.c.compliance_year == compliance_year)
+    if credit_code is not None:
+        query = query.where(allocation_previews.c.credit_code == credit_code)
+    if district is not None:
+        query = query.where(entities.c.district == district)
+    if status is not None:
+        query = query.where(allocation_previews.c.status == status)
+    return list(await conn.execute(query))
+
+
+async def add_batch(
+    conn: AsyncConnection,
+    *,
+    batch_id: str,
+    compliance_year: int,
+    approved_by: str,
+    entities: int,
+    final_allocation: int,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        allocation_batches.insert().values(
+            batch_id=batch_id,
+            compliance_year=compliance_year,
+            approved_by=approved_by,
+            approved_at=at,
+            entities=entities,
+            final_allocation=final_allocation,
+        )
+    )
+
+
+_APPROVE = (
+    update(allocation_previews)
+    .where(allocation_previews.c.credit_code == _CODE)
+    .where(allocation_previews.c.compliance_year == _YEAR)
+    .where(allocation_previews.c.status == "previewed")  # approved once, whoever is first
+    .values(status="approved", batch_id=bindparam("batch"))
+)
+_ISSUED = (
+    update(allocation_previews)
+    .where(allocation_previews.c.credit_code == _CODE)
+    .where(allocation_previews.c.compliance_year == _YEAR)
+    .where(allocation_previews.c.status == "approved")  # issued once, whoever is first
+    .values(
+        status="issued",
+        issued_at=bindparam("at"),
+        topped_up=bindparam("topped_up_"),
+        clawed_back=bindparam("clawed_back_"),
+        owed=bindparam("owed_"),
+    )
+)
+
+
+async def approve_preview(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int, batch_id: str
+) -> None:
+    approved = await conn.execute(
+        _APPROVE, {"code": credit_code, "year": compliance_year, "batch": batch_id}
+    )
+    if approved.rowcount != 1:
+        raise Conflict(
+            "not_previewed",
+            f"the {compliance_year} allocation of {credit_code} is no longer waiting for "
+            "approval (approved meanwhile)",
+        )
+
+
+async def mark_issued(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    topped_up: int,
+    clawed_back: int,
+    owed: int,
+    at: datetime,
+) -> None:
+    issued = await conn.execute(
+        _ISSUED,
+        {
+            "code": credit_code,
+            "year": compliance_year,
+            "at": at,
+            "topped_up_": topped_up,
+            "clawed_back_": clawed_back,
+            "owed_": owed,
+        },
+    )
+    if issued.rowcount != 1:
+        raise Conflict(
+            "already_issued", f"the {compliance_year} allocation of {credit_code} is issued"
+        )
+
+
+# --- offsets, transfers and the reconciliation ------------------------------------------------
+
+
+async def _journal(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    asset: str,
+    vintage: int,
+    kind: str,
+    amount: int,
+    reference: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        _JOURNAL,
+        {
+            "credit_code": credit_code,
+            "asset": asset,
+            "vintage": vintage,
+            "kind": kind,
+            "amount": amount,
+            "reference": reference,
+            "at": at,
+        },
+    )
+
+
+async def get_trading_account(conn: AsyncConnection, *, credit_code: str) -> Any:
+    found = await conn.execute(
+        select(trading_accounts).where(trading_accounts.c.credit_code == credit_code)
+    )
+    return found.first()
+
+
+async def get_trading_account_by_id(conn: AsyncConnection, *, trading_account_id: str) -> Any:
+    found = await conn.execute(
+        select(trading_accounts).where(trading_accounts.c.trading_account_id == trading_account_id)
+    )
+    return found.first()
+
+
+async def link_trading_account(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    trading_account_id: str,
+    opened_at: datetime,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        trading_accounts.insert().values(
+            credit_code=credit_code,
+            trading_account_id=trading_account_id,
+            opened_at=opened_at,
+            linked_at=at,
+        )
+    )
+
+
+async def get_offset_proofs(
+    conn: AsyncConnection, *, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """The proofs among these (offset type, proof id) keys that the registry received."""
+    if not keys:
+        return {}
+    by_type: dict[str, list[str]] = {}
+    for offset_type, proof_id in keys:
+        by_type.setdefault(offset_type, []).append(proof_id)
+    rows = await conn.execute(
+        select(offset_proofs).where(
+            or_(
+                *(
+                    and_(offset_proofs.c.offset_type == kind, offset_proofs.c.proof_id.in_(ids))
+                    for kind, ids in by_type.items()
+                )
+            )
+        )
+    )
+    return {(row.offset_type, row.proof_id): row for row in rows}
+
+
+async def list_offset_proofs(conn: AsyncConnection, *, credit_code: str) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(offset_proofs)
+            .where(offset_proofs.c.credit_code == credit_code)
+            .order_by(offset_proofs.c.cancelled_at, offset_proofs.c.offset_type)
+            .order_by(offset_proofs.c.proof_id)
+        )
+    )
+
+
+async def add_offset_proof(
+    conn: AsyncConnection,
+    *,
+    offset_type: str,
+    proof_id: str,
+    credit_code: str,
+    compliance_year: int,
+    quantity: int,
+    project_id: str,
+    cancelled_on: date,
+    cancelled_at: datetime,
+    event_id: str,
+    at: datetime,
+) -> None:
+    """A proof received from its issuer, journalled as offsets the entity now holds."""
+    await conn.execute(
+        offset_proofs.insert().values(
+            offset_type=offset_type,
+            proof_id=proof_id,
+            credit_code=credit_code,
+            compliance_year=compliance_year,
+            quantity=quantity,
+            project_id=project_id,
+            cancelled_on=cancelled_on,
+            cancelled_at=cancelled_at,
+            received_at=at,
+            event_id=event_id,
+        )
+    )
+    await _journal(
+        conn,
+        credit_code=credit_code,
+        asset=offset_type,
+        vintage=compliance_year,
+        kind="offset_in",
+        amount=quantity,
+        reference=proof_id,
+        at=at,
+    )
+
+
+_USE_PROOF = (
+    update(offset_proofs)
+    .where(offset_proofs.c.offset_type == bindparam("type_"))
+    .where(offset_proofs.c.proof_id == bindparam("proof_"))
+    .where(offset_proofs.c.credit_code == _CODE)
+    .where(offset_proofs.c.used_at.is_(None))  # used once: a concurrent use finds no row
+    .values(used_for_year=bindparam("year"), used_at=bindparam("at"))
+)
+
+
+async def use_offset_proofs(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    proofs: Sequence[Any],
+    at: datetime,
+) -> None:
+    """Mark the entity's proofs (rows of offset_proofs) used for the year's surrender and
+    journal their use; a proof used meanwhile is refused. In key order, so that two surrenders
+    naming the same proofs wait for each other instead of deadlocking."""
+    for proof in sorted(proofs, key=lambda row: (row.offset_type, row.proof_id)):
+        used = await conn.execute(
+            _USE_PROOF,
+            {
+                "type_": proof.offset_type,
+                "proof_": proof.proof_id,
+                "code": credit_code,
+                "year": compliance_year,
+                "at": at,
+            },
+        )
+        if used.rowcount != 1:
+            raise Conflict(
+                "proof_used",
+                f"{proof.offset_type} proof {proof.proof_id} was already surrendered",
+            )
+        await _journal(
+            conn,
+            credit_code=credit_code,
+            asset=proof.offset_type,
+            vintage=proof.compliance_year,
+            kind="offset_use",
+            amount=-proof.quantity,
+            reference=proof.proof_id,
+            at=at,
+        )
+
+
+async def offsets_used_by_type(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int
+) -> dict[str, int]:
+    """Offsets surrendered for the year, by type (only the types used)."""
+    rows = await conn.execute(
+        select(offset_proofs.c.offset_type, func.sum(offset_proofs.c.quantity))
+        .where(offset_proofs.c.credit_code == credit_code)
+        .where(offset_proofs.c.used_for_year == compliance_year)
+        .group_by(offset_proofs.c.offset_type)
+        .order_by(offset_proofs.c.offset_type)
+    )
+    return {kind: int(total) for kind, total in rows.all()}
+
+
+async def lock_obligation(conn: AsyncConnection, *, credit_code: str, compliance_year: int) -> Any:
+    """The year's obligation, locked for this transaction on PostgreSQL (SQLite serialises
+    writers anyway): a second surrender of the entity waits, then sees what the first did."""
+    found = await conn.execute(
+        _OBLIGATION.with_for_update(), {"code": credit_code, "year": compliance_year}
+    )
+    return found.first()
+
+
+async def add_surrender(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    allowances: int,
+    offsets: int,
+    completed_at: datetime | None,
+    on_time: bool | None,
+) -> None:
+    """Count a surrender of allowances and offsets towards the year's obligation."""
+    await conn.execute(
+        update(obligations)
+        .where(obligations.c.credit_code == credit_code)
+        .where(obligations.c.compliance_year == compliance_year)
+        .values(
+            surrendered=obligations.c.surrendered + allowances + offsets,
+            offsets_surrendered=obligations.c.offsets_surrendered + offsets,
+            completed_at=completed_at,
+            on_time=on_time,
+        )
+    )
+
+
+async def add_transfer(
+    conn: AsyncConnection,
+    *,
+    transfer_id: str,
+    credit_code: str,
+    direction: str,
+    trading_account_id: str,
+    vintage: int,
+    allowances: int,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        transfers.insert().values(
+            transfer_id=transfer_id,
+            credit_code=credit_code,
+            direction=direction,
+            trading_account_id=trading_account_id,
+            vintage=vintage,
+            allowances=allowances,
+            at=at,
+        )
+    )
+
+
+async def get_transfer(conn: AsyncConnection, *, transfer_id: str) -> Any:
+    found = await conn.execute(select(transfers).where(transfers.c.transfer_id == transfer_id))
+    return found.first()
+
+
+async def list_transfers(conn: AsyncConnection, *, credit_code: str) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(transfers)
+            .where(transfers.c.credit_code == credit_code)
+            .order_by(transfers.c.at, transfers.c.transfer_id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class LedgerCheck:
+    """Holdings against the journal. Positions: allowances per (entity, vintage), offsets per
+    (entity, type) with vintage None; `differences` rows: credit_code, asset, vintage, held,
+    journalled."""
+
+    accounts: int
+    allowances_held: int
+    journal_allowances: int
+    offsets_unused: int
+    journal_offsets: int
+    differences: list[Any]
+
+
+def _positions() -> Any:
+    """Every amount held and every journal entry, as (entity, asset, vintage, held, journalled)."""
+    zero = literal_column("0", Integer)
+    no_vintage = cast(null(), Integer)
+    return union_all(
+        select(
+            holdings.c.credit_code,
+            cast(literal_column("'SHEA'"), String(16)).label("asset"),
+            holdings.c.vintage,
+            holdings.c.balance.label("held"),
+            zero.label("journalled"),
+        ),
+        select(
+            journal.c.credit_code, journal.c.asset, journal.c.vintage, zero, journal.c.amount
+        ).where(journal.c.asset == "SHEA"),
+        select(
+            offset_proofs.c.credit_code,
+            offset_proofs.c.offset_type,
+            no_vintage,
+            offset_proofs.c.quantity,
+            zero,
+        ).where(offset_proofs.c.used_at.is_(None)),
+        select(journal.c.credit_code, journal.c.asset, no_vintage, zero, journal.c.amount).where(
+            journal.c.asset != "SHEA"
+        ),
+    ).subquery("positions")
+
+
+async def reconcile(conn: AsyncConnection) -> LedgerCheck:
+    """Compare holdings with the journal. Two statements: run them in one snapshot (a
+    repeatable-read transaction on PostgreSQL; one SQLite transaction is one)."""
+    positions = _positions()
+    allowances = positions.c.asset == "SHEA"
+
+    def total(column: Any, where: Any) -> Any:
+        return func.coalesce(func.sum(case((where, column), else_=0)), 0)
+
+    totals = (
+        await conn.execute(
+            select(
+                func.count(distinct(positions.c.credit_code)),
+                total(positions.c.held, allowances),
+                total(positions.c.journalled, allowances),
+                total(positions.c.held, ~allowances),
+                total(positions.c.journalled, ~allowances),
+            )
+        )
+    ).one()
+    held = func.sum(positions.c.held)
+    journalled = func.sum(positions.c.journalled)
+    differences = await conn.execute(
+        select(
+            positions.c.credit_code,
+            positions.c.asset,
+            positions.c.vintage,
+            held.label("held"),
+            journalled.label("journalled"),
+        )
+        .group_by(positions.c.credit_code, positions.c.asset, positions.c.vintage)
+        .having(held != journalled)
+        .order_by(positions.c.credit_code, positions.c.asset, positions.c.vintage)
+    )
+    accounts, allowances_held, journal_allowances, offsets_unused, journal_offsets = totals
+    return LedgerCheck(
+        accounts=int(accounts),
+        allowances_held=int(allowances_held),
+        journal_allowances=int(journal_allowances),
+        offsets_unused=int(offsets_unused),
+        journal_offsets=int(journal_offsets),
+        differences=list(differences),
+    )

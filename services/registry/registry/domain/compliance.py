@@ -1,40 +1,16 @@
-"""Allocation, surrender and pre-allocation rules of one compliance cycle. Pure: numbers from the
-policy file, no I/O."""
+"""Obligation, surrender and pre-allocation rules of one compliance cycle (the allocation is in
+domain/allocation.py). Pure: numbers from the policy file, no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from carbon_contracts.errors import Conflict, Invalid
 from carbon_contracts.policy import Policy
-
-
-@dataclass(frozen=True)
-class Allocation:
-    method: str
-    final_allocation: int
-    preallocated: int
-    allowances: int
-
-
-def allocate(policy: Policy, verified_emissions: Decimal, *, preallocated: int) -> Allocation:
-    """The year's allowances by the policy's method, less what was pre-allocated for the year."""
-    if policy.allocation.method != "historical_emissions":
-        raise Invalid("unknown_allocation_method", f"method {policy.allocation.method!r}")
-    final = policy.to_allowances(
-        verified_emissions * policy.allocation.ratio, policy.rounding.allocation
-    )
-    # A pre-allocation above the final allocation would be clawed back by the Bureau; that
-    # adjustment is not modelled yet, so nothing further is credited in that case.
-    return Allocation(
-        method=policy.allocation.method,
-        final_allocation=final,
-        preallocated=preallocated,
-        allowances=max(final - preallocated, 0),
-    )
+from registry.domain.offsets import Proof, check_cap
 
 
 def obligation(policy: Policy, verified_emissions: Decimal) -> int:
@@ -52,10 +28,13 @@ def preallocation(policy: Policy, verified_emissions: Decimal) -> int:
 
 @dataclass(frozen=True)
 class Surrendered:
-    """What one surrender does: the vintages it draws on and where the obligation then stands."""
+    """What one surrender does: the vintages it draws on, the offsets it uses and where the
+    obligation then stands (`surrendered` counts allowances and offsets together)."""
 
     drawn: list[tuple[int, int]]
+    offsets: int
     surrendered: int
+    offsets_surrendered: int
     remaining: int
     complete: bool
     on_time: bool
@@ -65,26 +44,43 @@ def surrender(
     policy: Policy,
     *,
     compliance_year: int,
-    requested: int,
+    allowances: int,
+    offsets: Sequence[Proof] = (),
+    verified_emissions: Decimal,
     obligation: int,
     surrendered: int,
+    offsets_surrendered: int = 0,
     holdings: Mapping[int, int],
     at: datetime,
 ) -> Surrendered:
-    """Surrender `requested` allowances against the year's obligation at instant `at`. Meeting
-    the whole obligation completes compliance; it is on time only before the deadline (the
-    notice: before 17:00, so 17:00:00 itself is late)."""
+    """Surrender `allowances` and the checked offset proofs `offsets` against the year's
+    obligation at instant `at`. The year's offsets stay within the policy's cap. Meeting the
+    whole obligation completes compliance; it is on time only before the deadline (the notice:
+    before 17:00, so 17:00:00 itself is late)."""
+    if surrendered >= obligation:  # before anything else: nothing more is taken, of any kind
+        raise Conflict("already_compliant", f"the {compliance_year} obligation is already met")
+    offset_units = sum(proof.quantity for proof in offsets)
+    if offset_units:
+        check_cap(
+            policy,
+            verified_emissions=verified_emissions,
+            already_used=offsets_surrendered,
+            requested=offset_units,
+        )
     drawn = plan_surrender(
         compliance_year=compliance_year,
-        requested=requested,
+        requested=allowances,
+        offsets=offset_units,
         obligation=obligation,
         surrendered=surrendered,
         holdings=holdings,
     )
-    total = surrendered + requested
+    total = surrendered + allowances + offset_units
     return Surrendered(
         drawn=drawn,
+        offsets=offset_units,
         surrendered=total,
+        offsets_surrendered=offsets_surrendered + offset_units,
         remaining=obligation - total,
         complete=total == obligation,
         on_time=at < policy.deadlines.surrender,
@@ -95,24 +91,27 @@ def plan_surrender(
     *,
     compliance_year: int,
     requested: int,
+    offsets: int = 0,
     obligation: int,
     surrendered: int,
     holdings: Mapping[int, int],
 ) -> list[tuple[int, int]]:
-    """Which vintages to draw `requested` allowances from, oldest first.
+    """Which vintages to draw `requested` allowances from, oldest first, when `offsets` units of
+    offsets are surrendered with them.
 
     Only vintages up to the compliance year count; a surrender may not exceed the remaining
     obligation nor the usable holdings.
     """
-    if requested <= 0:
-        raise Invalid("invalid_amount", "allowances to surrender must be a positive whole number")
+    if requested < 0 or offsets < 0 or requested + offsets <= 0:
+        what = "allowances to surrender" if not offsets else "allowances and offsets"
+        raise Invalid("invalid_amount", f"{what} must be a positive whole number")
     remaining = obligation - surrendered
     if remaining <= 0:
         raise Conflict("already_compliant", f"the {compliance_year} obligation is already met")
-    if requested > remaining:
+    if requested + offsets > remaining:
+        what = f"{requested} allowances" + (f" and {offsets} offsets" if offsets else "")
         raise Invalid(
-            "exceeds_obligation",
-            f"{requested} allowances exceed the remaining obligation of {remaining}",
+            "exceeds_obligation", f"{what} exceed the remaining obligation of {remaining}"
         )
     usable = {vintage: amount for vintage, amount in holdings.items() if vintage <= compliance_year}
     available = sum(usable.values())
