@@ -23,7 +23,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from carbon_contracts.catalogue import catalogue
+from carbon_contracts.catalogue import EXTERNAL_SYSTEMS, catalogue
 from carbon_platform import metrics as _metrics  # registers every carbon_* metric
 from carbon_platform.kafka import acl_script
 from carbon_platform.settings import Settings
@@ -69,7 +69,7 @@ def _exported() -> list[str]:
 
 def kafka_password(principal: str) -> str:
     """How compose must reference a Kafka principal's password: a required variable."""
-    name = f"CARBON_KAFKA_PASSWORD_{principal.upper()}"
+    name = f"CARBON_KAFKA_PASSWORD_{principal.upper().replace('-', '_')}"
     return f"${{{name}:?set {name}}}"
 
 
@@ -498,7 +498,8 @@ def test_kafka_passwords_are_required_variables_one_per_principal(compose: dict[
     text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
     references = re.findall(r"\$\{(CARBON_KAFKA_PASSWORD_\w+)([^}]*)\}", text)
     assert {name for name, _ in references} == {
-        f"CARBON_KAFKA_PASSWORD_{p.upper()}" for p in [ADMIN, *SERVICE_PORTS]
+        f"CARBON_KAFKA_PASSWORD_{p.upper().replace('-', '_')}"
+        for p in [ADMIN, *SERVICE_PORTS, *EXTERNAL_SYSTEMS]
     }
     for name, rest in references:
         assert rest == f":?set {name}", f"{name} must be required (${{{name}:?set {name}}})"
@@ -535,13 +536,12 @@ def test_acls_job_creates_the_service_users_and_applies_the_acls(services: dict[
     assert host_path(acls, script) == KAFKA_DIR / "provision.sh"
     env = acls["environment"]
     assert env["BOOTSTRAP"] == BOOTSTRAP
-    for principal in [ADMIN, *SERVICE_PORTS]:
-        variable = f"CARBON_KAFKA_PASSWORD_{principal.upper()}"
+    for principal in [ADMIN, *SERVICE_PORTS, *EXTERNAL_SYSTEMS]:
+        variable = f"CARBON_KAFKA_PASSWORD_{principal.upper().replace('-', '_')}"
         assert env[variable] == kafka_password(principal)
     provision = (KAFKA_DIR / "provision.sh").read_text()
-    for name in SERVICE_PORTS:
-        variable = f"CARBON_KAFKA_PASSWORD_{name.upper()}"
-        assert f'scram_user {name} "${{{variable}:?set {variable}}}"' in provision
+    for name in [*SERVICE_PORTS, *EXTERNAL_SYSTEMS]:  # the external systems log in as themselves
+        assert f'scram_user {name} "{kafka_password(name)}"' in provision
     assert '--add-config "SCRAM-SHA-512=[password=$2]"' in provision
     assert 'sh "$here/admin-client.sh" > "$CONFIG"' in provision
     assert 'sh "$here/acls.sh"' in provision
@@ -575,6 +575,9 @@ def test_acl_script_lets_only_a_topics_owner_write_it() -> None:
                 assert owner, (principal, name)
             if "Create" in ops:  # its own topics, and the topic Faust's leader assignor creates
                 assert owner or name == f"carbon-{principal[5:]}-__assignor-__leader", name
+        elif principal[5:] in EXTERNAL_SYSTEMS:  # writes its inbound topics, nothing more
+            assert kind == "topic" and ops == {"Write", "Describe"}, (principal, name, ops)
+            assert any(t["name"] == name and t["owner"] == principal[5:] for t in topics), name
         else:
             assert principal == f"User:{ADMIN}", principal
     for name in SERVICE_PORTS:
