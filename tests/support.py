@@ -554,12 +554,14 @@ async def compliance_cycle(
     client: httpx.AsyncClient, url: Callable[[str], str], code: str, *, district: str = "pudong"
 ) -> dict[str, Any]:
     """One entity through the cycle over HTTP, as in the README walk (CYCLE_COMMANDS commands):
-    register, open the account, report 60.000 t, assign the lot's agency, record the site visit,
-    approve with the verified lines (recomputed: 60.000 t), finalise without re-verification,
-    surrender 60. `url(service)` chooses the instance to call each time. Steps that wait on another
-    service's events (reporting learns the roster, verification opens the case, the registry
-    records the final figure) are retried until that event has been handled. Returns the
-    surrender reply."""
+    register, open the account, the Bureau imports the 60 allowances it holds from before,
+    report 60.000 t, assign the lot's agency, record the site visit, approve with the verified
+    lines (recomputed: 60.000 t), finalise without re-verification, surrender 60. (The year's
+    allocation waits for verification to close for every entity: a test of one entity's cycle
+    surrenders what it held.) `url(service)` chooses the instance to call each time. Steps that
+    wait on another service's events (reporting learns the roster, verification opens the case,
+    the registry records the final figure) are retried until that event has been handled.
+    Returns the surrender reply."""
     regulator, entity = token("regulator"), token("entity", credit_code=code)
     verifier = token("verifier", agency=CYCLE_AGENCY)
 
@@ -591,6 +593,12 @@ async def compliance_cycle(
     assert reply.status_code == 201, reply.text
     reply = await client.post(f"{url('registry')}/entities/{code}/account", headers=entity)
     assert reply.status_code == 201, reply.text
+    reply = await client.post(
+        f"{url('registry')}/opening-balances",
+        headers={**regulator, "content-type": "text/csv"},
+        content=f"credit_code,compliance_year,held\n{code},2024,60\n",
+    )
+    assert reply.status_code == 200 and reply.json()["applied"] == 1, reply.text
     lines = [{"source": "heat", "activity": "1000"}]
     report = {"compliance_year": 2024, "lines": lines}
     await until(
@@ -633,7 +641,7 @@ async def compliance_cycle(
 
 CYCLE_AGENCY = "sh-verify-01"
 """The agency of the policy's tender lot for chemicals, the sector compliance_cycle registers."""
-CYCLE_COMMANDS = 9
+CYCLE_COMMANDS = 10
 """Commands one compliance_cycle sends (retries of a step that waits on an event not counted)."""
 CYCLE_TOPICS = (
     "entity.registered",
@@ -642,7 +650,6 @@ CYCLE_TOPICS = (
     "verification.assigned",
     "verification.approved",
     "verification.finalised",
-    "allocation.issued",
     "surrender.completed",
     "preallocation.issued",
 )

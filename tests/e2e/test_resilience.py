@@ -104,9 +104,7 @@ def test_a_5mb_record_on_every_topic_stops_nothing(platform: Platform) -> None:
     huge = b'{"padding": "' + b"x" * (5 * 1024 * 1024) + b'"}'
     for topic in catalogue().domain_topics():
         model_event = topic.event_types[0]
-        template = encode(
-            example(model_event), source=topic.source, time=datetime.now(UTC)
-        )
+        template = encode(example(model_event), source=topic.source, time=datetime.now(UTC))
         produce(
             platform.bootstrap,
             topic.name,

@@ -28,7 +28,7 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.e2e
-ENTITIES = 114  # CYCLE_COMMANDS (9) each: 1,026 commands
+ENTITIES = 114  # CYCLE_COMMANDS (10) each: 1,140 commands
 SEED = 3_100_000
 
 

@@ -1,10 +1,9 @@
-"""The whole platform as a user drives it: `carbon up`, the README's walk from registration to
-pre-allocation over HTTP, and an outside subscriber that knows only contracts/."""
+"""The whole platform as a user drives it: `carbon up`, a cycle from the monitoring plan to
+pre-allocation over HTTP, bad input, metrics, and an outside subscriber that knows only
+contracts/. (The README's walk runs on a platform of its own: tests/e2e/test_readme_walk.py.)"""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,19 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudevents.v1.kafka import KafkaMessage, from_binary
-from jsonschema import Draft202012Validator, FormatChecker
 
 from registry.domain.credit_code import make_credit_code
+from tests.e2e.subscriber import await_event, events_of
 from tests.support import (
-    JWT_SECRET,
     PORTS,
     REPO,
     Database,
     Platform,
-    Record,
     prometheus_query,
-    read_topic,
     running_platform,
     running_prometheus,
     token,
@@ -43,58 +38,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     assert b"stopped." in platform.output.read_bytes()
 
 
-def _schemas_by_id() -> dict[str, dict[str, Any]]:
-    """What an outside subscriber has: the committed schema files, found by their $id."""
-    schemas = {}
-    for path in (REPO / "contracts" / "events").glob("*/v*.schema.json"):
-        schema = json.loads(path.read_text())
-        schemas[schema["$id"]] = schema
-    return schemas
-
-
-def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
-    """Valid CloudEvents binary-mode headers and a payload valid against its ce_dataschema."""
-    cloud_event = from_binary(
-        KafkaMessage(headers=record.headers, key=record.key, value=record.value or b"")
-    )
-    attributes = cloud_event.get_attributes()
-    assert attributes["specversion"] == "1.0"
-    assert attributes["type"] == f"cn.sh.carbon.{event}.v1"
-    assert attributes["source"].startswith("/carbon/")
-    assert attributes["datacontenttype"] == "application/json"
-    assert attributes["subject"] == (record.key or b"").decode()
-    schema = _schemas_by_id()[attributes["dataschema"]]
-    payload = cloud_event.get_data()
-    assert isinstance(payload, dict)
-    errors = sorted(
-        Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(payload), key=str
-    )
-    assert not errors, errors
-    assert payload.get("credit_code", payload.get("policy")) == attributes["subject"]
-    return dict(payload)
-
-
-def events_of(platform: Platform, event: str, key: str) -> list[dict[str, Any]]:
-    """The events of one entity (or, keyed by the policy cycle, of the whole cycle)."""
-    return [
-        check_as_outside_subscriber(record, event)
-        for record in read_topic(platform.bootstrap, event)
-        if record.key == key.encode()
-    ]
-
-
-def await_event(platform: Platform, event: str, credit_code: str) -> dict[str, Any]:
-    found = wait_until(
-        lambda: events_of(platform, event, credit_code), timeout=30, what=f"{event} on its topic"
-    )
-    assert len(found) == 1, found
-    return found[0]
-
-
 def test_the_walk_from_the_monitoring_plan_to_preallocation(platform: Platform) -> None:
     """Plan, report, paper copy, verification by lot with recomputation, re-verification by the
-    second agency, the final figure, allocation on it alone, surrender, pre-allocation: a valid
-    event on its topic at every step, as an outside subscriber checks it."""
+    second agency, the final figure, the year closed, the allocation previewed then approved,
+    an inbound CCER proof, a surrender of allowances and offsets, pre-allocation: a valid event
+    on its topic at every step, as an outside subscriber checks it."""
     urls, code = platform.urls, make_credit_code(2024)
     regulator = token("regulator")
     entity = token("entity", credit_code=code)
@@ -230,20 +178,74 @@ def test_the_walk_from_the_monitoring_plan_to_preallocation(platform: Platform) 
         "reverification",
         "24779.551",
     )
-    allocation = await_event(platform, "allocation.issued", code)
-    assert (allocation["verified_emissions"], allocation["allowances"]) == ("24779.551", 24780)
+    assert finalised["outputs"] == [{"product": "lime", "unit": "t", "quantity": "670"}]
+    # The final figure is the obligation; the year's allocation waits for verification to close.
+    assert events_of(platform, "allocation.issued", code) == []
 
-    post(
-        "registry",
-        f"/entities/{code}/surrenders",
-        entity,
-        {"compliance_year": 2024, "allowances": 24780},
+    post("verification", "/years/2024/close", regulator)
+    assert await_event(platform, "verification.closed", "shanghai-2024")["cases"] == 1
+
+    def previewed() -> Any:
+        reply = client.get(f"{urls['registry']}/entities/{code}/allocations/2024", headers=entity)
+        return reply.status_code == 200 and reply.json()
+
+    preview = wait_until(previewed, timeout=30, what="the registry's allocation preview")
+    # Chemicals: historical emissions, one base year known, 24779.551 x 0.98 = 24284.15998.
+    assert (preview["status"], preview["method"], preview["final_allocation"]) == (
+        "previewed",
+        "historical_emissions",
+        24284,
     )
+    assert events_of(platform, "allocation.issued", code) == []  # not before the Bureau approves
+    batch = post("registry", "/allocations/2024/approve", regulator, {"credit_codes": [code]})
+    assert (batch["entities"], batch["issued"], batch["waiting_for_account"]) == (1, 1, 0)
+    allocation = await_event(platform, "allocation.issued", code)
+    assert (
+        allocation["final_allocation"],
+        allocation["preallocated"],
+        allocation["allowances"],
+    ) == (
+        24284,
+        0,
+        24284,
+    )
+    assert allocation["parameters"] == {"base_2024": "24779.551", "decline": "0.98"}
+
+    # 24284 held against an obligation of 24780: the national CCER registry cancels 496 CCERs
+    # for the entity (its stand-in publishes on the inbound topic as that system would).
+    standin = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "carbon"),
+            "external",
+            "ccer-cancel",
+            *("--credit-code", code, "--quantity", "496", "--proof-id", "CCER-E2E-0001"),
+            *("--cancelled-on", "2025-06-12", "--bootstrap", platform.bootstrap),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert standin.returncode == 0, standin.stderr
+    assert await_event(platform, "ccer.cancelled", code)["quantity"] == 496
+    wait_until(
+        lambda: client.get(f"{urls['registry']}/entities/{code}/offsets", headers=entity).json(),
+        timeout=30,
+        what="the registry to hold the CCER proof",
+    )
+    surrender = {
+        "compliance_year": 2024,
+        "allowances": 24284,
+        "offsets": [{"type": "CCER", "proof_id": "CCER-E2E-0001"}],
+    }
+    receipt = post("registry", f"/entities/{code}/surrenders", entity, surrender)
+    assert (receipt["status"], receipt["offsets_surrendered"]) == ("compliant", 496)
     completed_surrender = await_event(platform, "surrender.completed", code)
-    assert (completed_surrender["obligation"], completed_surrender["allowances_surrendered"]) == (
-        24780,
-        24780,
-    )
+    assert (
+        completed_surrender["obligation"],
+        completed_surrender["allowances_surrendered"],
+        completed_surrender["offsets_surrendered"],
+        completed_surrender["offsets_by_type"],
+    ) == (24780, 24284, 496, {"CCER": 496})
     preallocation = await_event(platform, "preallocation.issued", code)
     # 80% of 24779.551 = 19823.6408, half up: 19824.
     assert (preallocation["compliance_year"], preallocation["allowances"]) == (2025, 19824)
@@ -374,68 +376,6 @@ def test_every_service_reports_metrics_and_readiness(platform: Platform) -> None
             "carbon_worker_ready 1.0",
         ):
             assert metric in body, (name, metric)
-
-
-def readme_walk(platform: Platform) -> str:
-    """The README's walk-through as a script, pointed at this test's platform. Each block runs
-    until it succeeds (a person pasting it waits for the previous event to be handled)."""
-    readme = (REPO / "README.md").read_text()
-    walk = readme.split("## Walk through", 1)[1].split("### The events", 1)[0]
-    blocks = walk.split("```sh\n")[1:]
-    script = [
-        "set -uo pipefail",
-        'retry() { for _ in $(seq 30); do "$@" && return; sleep 1; done; return 1; }',
-    ]
-    for number, block in enumerate(blocks):
-        body = block.split("```", 1)[0]
-        for name, port in PORTS.items():
-            body = body.replace(f"http://127.0.0.1:{port}", platform.urls[name])
-        script += [f"step_{number}() {{\n{body}}}", f"retry step_{number} || exit 1", "echo"]
-    return "\n".join(script)
-
-
-def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
-    walk = subprocess.run(
-        ["bash", "-c", readme_walk(platform)],
-        cwd=REPO,
-        env={**os.environ, "CARBON_JWT_SECRET": JWT_SECRET},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert walk.returncode == 0, walk.stdout + walk.stderr
-    output = walk.stdout
-    assert '"status":"compliant"' in output
-    assert '"preallocation":{"compliance_year":2025,"allowances":19401}' in output
-    assert "already_compliant" in output
-    assert '"rows":3,"done":3,"registered":2,"refused":1' in output, output
-    assert '"status":"refused","code":"invalid_credit_code"' in output, output
-    assert "allowances: Input should be a valid integer" in output, output
-    assert "expected 'W'" in output
-    assert "missing bearer token" in output
-    assert '"total_emissions":"24251.551"' in output
-    assert '"verified_emissions":"24281.551"' in output, output  # the first agency's figure
-    assert '"final_emissions":"24251.551"' in output, output  # re-verified: it replaced it
-    assert "report_accepted" in output and "unknown material 'gypsum'" in output, output
-    code = "91310115MA1K4C8N0W"
-    for event in (
-        "entity.registered",
-        "monitoring_plan.submitted",
-        "monitoring_plan.approved",
-        "report.submitted",
-        "report.paper_copy_received",
-        "report.accepted",
-        "verification.approved",
-        "reverification.selected",
-        "reverification.completed",
-        "verification.finalised",
-        "allocation.issued",
-        "surrender.completed",
-    ):
-        assert len(events_of(platform, event, code)) == 1, event
-    # Closed once, for the two entities rostered then: this module's walk and the README's.
-    [closed] = events_of(platform, "verification.closed", "shanghai-2024")
-    assert (closed["cases"], closed["total_verified_emissions"]) == (2, "49031.102")
 
 
 def test_a_real_prometheus_scrapes_every_service_with_the_deployed_config(
