@@ -36,8 +36,15 @@ pytestmark = pytest.mark.e2e
 CONSUMED_BY = {
     "reporting": {"entity.registered", "verification.returned"},
     "verification": {"entity.registered", "report.submitted", "emissions.determined"},
-    "registry": {"verification.finalised"},
-    "notifier": {topic.name for topic in catalogue().domain_topics()},
+    "registry": {
+        "verification.finalised",
+        "verification.closed",
+        "ccer.cancelled",
+        "shcercir1.cancelled",
+        "trading_account.opened",
+        "exchange_transfer.settled",
+    },
+    "notifier": {topic.name for topic in catalogue().domain_topics() if not topic.is_inbound},
 }
 
 
