@@ -155,6 +155,7 @@ def test_allocation_from_verified_emissions_and_surrender_beyond_holdings(
             "verified_emissions": "1000.500",
             "obligation": 1001,
             "surrendered": 900,
+            "offsets_surrendered": 0,
             "remaining": 101,
             "status": "open",
             "completed_at": None,
