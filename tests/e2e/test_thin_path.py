@@ -80,7 +80,8 @@ def test_the_walk_from_the_monitoring_plan_to_preallocation(platform: Platform) 
     )
     post("registry", f"/entities/{code}/account", entity)
     await_event(platform, "entity.registered", code)
-    assert await_event(platform, "account.opened", code)["account_id"] == f"SHEA-{code}"
+    opened = await_event(platform, "account.opened", code)
+    assert (opened["account_id"], opened["on_time"]) == (f"SHEA-{code}", False)
 
     sources = [
         {"source": "heat", "monitoring": "invoice", "factor": "default"},
@@ -288,11 +289,12 @@ def test_the_walk_from_the_monitoring_plan_to_preallocation(platform: Platform) 
     district = client.get(
         f"{urls['notifier']}/notifications", headers=token("district", district="pudong")
     ).json()
-    assert {n["event_type"] for n in district if n["credit_code"] == code} == {
-        "entity.registered",
-        "report.submitted",
-        "surrender.completed",
-    }
+    # Opened after 2025-03-31 by the real clock, the new entrant's account is late: its district
+    # hears of that too, unless the notifier handled account.opened before entity.registered
+    # told it the district (a known loss across topics, left to the deadlines issue).
+    told_district = {n["event_type"] for n in district if n["credit_code"] == code}
+    always = {"entity.registered", "report.submitted", "surrender.completed"}
+    assert always <= told_district <= always | {"account.opened"}, told_district
 
 
 def test_bad_input_gets_a_reason_and_changes_nothing(platform: Platform) -> None:
