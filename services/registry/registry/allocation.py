@@ -535,8 +535,7 @@ async def _apply_opening_balance(uow: UnitOfWork, import_id: str, fields: dict[s
             f"preallocated and held only for the compliance year {current}; for {year} only "
             "verified_emissions",
         )
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     if await store.get_opening_balance(uow.conn, credit_code=code, compliance_year=year):
         raise Conflict("already_imported", f"an opening balance of {code} for {year} exists")
     if verified is not None and await store.get_obligation(
@@ -691,9 +690,7 @@ async def entity_allocation(
     code = checked_credit_code(credit_code)
     ENTITY.check_entity(principal, "read", code)  # before the lookup: a 404 tells it nothing
     async with context.reader.connect() as conn:
-        entity = await store.get_entity(conn, credit_code=code)
-        if entity is None:
-            raise NotFound("unknown_entity", f"{code} is not a registered entity")
+        entity = await store.known_entity(conn, credit_code=code)
         ENTITY.check(principal, "read", Owner(credit_code=code, district=entity.district))
         row = await store.get_preview(conn, credit_code=code, compliance_year=compliance_year)
     if row is None:

@@ -102,9 +102,7 @@ async def entity_status(
     """Entity, accounts (registry, exchange), holdings by vintage, compliance status per year."""
     ENTITY.check_entity(principal, "read", code)  # before the lookup: a 404 tells it nothing
     async with context.reader.connect() as conn:
-        entity = await store.get_entity(conn, credit_code=code)
-        if entity is None:
-            raise NotFound("unknown_entity", f"{code} is not a registered entity")
+        entity = await store.known_entity(conn, credit_code=code)
         ENTITY.check(principal, "read", Owner(credit_code=code, district=entity.district))
         account = await store.get_account(conn, credit_code=code)
         trading = await store.get_trading_account(conn, credit_code=code)

@@ -87,8 +87,7 @@ async def open_account(uow: UnitOfWork, command: OpenAccount) -> Account:
     into it in the same transaction."""
     code = checked_credit_code(command.credit_code)
     policy = uow.policy
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     if await store.get_account(uow.conn, credit_code=code) is not None:
         raise Conflict("account_exists", f"{code} already has an allowance account")
     account_id = f"SHEA-{code}"

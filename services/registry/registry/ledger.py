@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from carbon_contracts.errors import Conflict, NotFound
+from carbon_contracts.errors import Conflict
 from carbon_contracts.events import (
     AllowancesTransferred,
     ExchangeTransferSettled,
@@ -63,8 +63,7 @@ async def on_offset_cancelled(uow: UnitOfWork, event: Event[Any]) -> None:
             "proof_conflict",
             f"{kind} proof {cancelled.proof_id} was received before with other content",
         )
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     await store.add_offset_proof(
         uow.conn,
         offset_type=kind,
@@ -107,8 +106,7 @@ async def on_trading_account_opened(uow: UnitOfWork, event: Event[Any]) -> None:
     entity, is refused."""
     opened: TradingAccountOpened = event.payload
     code, account_id = opened.credit_code, opened.trading_account_id
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     linked = await store.get_trading_account(uow.conn, credit_code=code)
     if linked is not None:
         if linked.trading_account_id == account_id:
@@ -143,8 +141,7 @@ async def on_exchange_transfer_settled(uow: UnitOfWork, event: Event[Any]) -> No
         raise Conflict(
             "transfer_conflict", f"transfer {transfer_id} was applied before with other content"
         )
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     linked = await store.get_trading_account(uow.conn, credit_code=code)
     if linked is None or linked.trading_account_id != settled.trading_account_id:
         raise Conflict(
@@ -213,8 +210,7 @@ async def transfer_out(uow: UnitOfWork, command: TransferOut) -> TransferReceipt
     at the exchange (`allowances.transferred`); never more than the vintage holds, however many
     transfers run at once."""
     code = checked_credit_code(command.credit_code)
-    if await store.get_entity(uow.conn, credit_code=code) is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    await store.known_entity(uow.conn, credit_code=code)
     account = await store.get_account(uow.conn, credit_code=code)
     if account is None:
         raise Conflict("account_not_open", f"{code} has no allowance account")
@@ -327,9 +323,7 @@ async def reconcile_periodically(context: ServiceContext) -> None:
 
 
 async def _check_read(conn: AsyncConnection, principal: Principal, code: str) -> None:
-    entity = await store.get_entity(conn, credit_code=code)
-    if entity is None:
-        raise NotFound("unknown_entity", f"{code} is not a registered entity")
+    entity = await store.known_entity(conn, credit_code=code)
     ENTITY.check(principal, "read", Owner(credit_code=code, district=entity.district))
 
 

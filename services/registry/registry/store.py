@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from carbon_contracts.errors import Conflict
+from carbon_contracts.errors import Conflict, NotFound
 from carbon_platform.db import Upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
@@ -383,6 +383,14 @@ async def get_entity(conn: AsyncConnection, *, credit_code: str) -> Any:
     return (await conn.execute(_ENTITY, {"code": credit_code})).first()
 
 
+async def known_entity(conn: AsyncConnection, *, credit_code: str) -> Any:
+    """The registered entity; NotFound `unknown_entity` if it never was."""
+    entity = await get_entity(conn, credit_code=credit_code)
+    if entity is None:
+        raise NotFound("unknown_entity", f"{credit_code} is not a registered entity")
+    return entity
+
+
 async def is_rostered(conn: AsyncConnection, *, credit_code: str, compliance_year: int) -> bool:
     found = await conn.execute(_ROSTERED, {"code": credit_code, "year": compliance_year})
     return found.first() is not None
@@ -462,10 +470,34 @@ async def move_allowances(
             raise Conflict(
                 "insufficient_holdings", f"vintage {vintage} holds fewer than {-amount} allowances"
             )
+    await _journal(
+        conn,
+        credit_code=credit_code,
+        asset="SHEA",
+        vintage=vintage,
+        kind=kind,
+        amount=amount,
+        reference=reference,
+        at=at,
+    )
+
+
+async def _journal(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    asset: str,
+    vintage: int,
+    kind: str,
+    amount: int,
+    reference: str,
+    at: datetime,
+) -> None:
     await conn.execute(
         _JOURNAL,
         {
             "credit_code": credit_code,
+            "asset": asset,
             "vintage": vintage,
             "kind": kind,
             "amount": amount,
@@ -1031,31 +1063,6 @@ async def mark_issued(
 
 
 # --- offsets, transfers and the reconciliation ------------------------------------------------
-
-
-async def _journal(
-    conn: AsyncConnection,
-    *,
-    credit_code: str,
-    asset: str,
-    vintage: int,
-    kind: str,
-    amount: int,
-    reference: str,
-    at: datetime,
-) -> None:
-    await conn.execute(
-        _JOURNAL,
-        {
-            "credit_code": credit_code,
-            "asset": asset,
-            "vintage": vintage,
-            "kind": kind,
-            "amount": amount,
-            "reference": reference,
-            "at": at,
-        },
-    )
 
 
 async def get_trading_account(conn: AsyncConnection, *, credit_code: str) -> Any:
