@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from carbon_contracts.errors import Invalid
 from carbon_contracts.events import OffsetType
 from carbon_contracts.resources import contract_path
 from carbon_contracts.types import DecimalString, Identifier
@@ -200,6 +201,13 @@ class Policy(_Closed):
     factor_table: str
     emission_factors: EmissionFactors
     verification: VerificationRules
+
+    def ensure_year(self, year: int) -> None:
+        """Refuse (422 `no_policy`) work on a compliance year this policy does not govern."""
+        if year != self.compliance_year:
+            raise Invalid(
+                "no_policy", f"no compliance policy loaded for {year} (running {self.cycle})"
+            )
 
     def to_allowances(self, tonnes: Decimal, rule: Rounding) -> int:
         """Whole allowances from decimal tonnes by one of the policy's rounding rules."""

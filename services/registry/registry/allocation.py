@@ -60,7 +60,7 @@ async def on_verification_finalised(uow: UnitOfWork, event: Event[Any]) -> None:
     final: VerificationFinalised = event.payload
     policy = uow.policy
     code, year = final.credit_code, final.compliance_year
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     if not await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
         raise NotFound("unknown_entity", f"{code} is not on the {year} roster")
     if await store.get_obligation(uow.conn, credit_code=code, compliance_year=year):
@@ -88,7 +88,7 @@ async def on_verification_closed(uow: UnitOfWork, event: Event[Any]) -> None:
     previewed (and those whose final figure arrives later, as it arrives). Once per year."""
     closed: VerificationClosed = event.payload
     policy, year = uow.policy, closed.compliance_year
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     if closed.policy != policy.cycle:
         raise Invalid("no_policy", f"policy {closed.policy} is not loaded (running {policy.cycle})")
     if await store.get_closure(uow.conn, compliance_year=year):
@@ -106,7 +106,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
 async def preview_missing(uow: UnitOfWork, year: int) -> PreviewRun:
     """Compute the previews the closure could not (e.g. after the policy's plan was corrected);
     those still refused say why."""
-    _ensure_policy_year(uow.policy, year)
+    uow.policy.ensure_year(year)
     await _ensure_closed(uow, year)
     computed, unpreviewed = await _preview_year(uow, year)
     return PreviewRun(compliance_year=year, computed=computed, unpreviewed=unpreviewed)
@@ -184,13 +184,6 @@ def _unpreviewed(row: Any, refused: Rejection) -> Unpreviewed:
     return Unpreviewed(credit_code=row.credit_code, code=refused.code, message=refused.message)
 
 
-def _ensure_policy_year(policy: Policy, year: int) -> None:
-    if year != policy.compliance_year:
-        raise Invalid(
-            "no_policy", f"no compliance policy loaded for {year} (running {policy.cycle})"
-        )
-
-
 async def _ensure_closed(uow: UnitOfWork, year: int) -> None:
     if await store.get_closure(uow.conn, compliance_year=year) is None:
         raise Conflict(
@@ -207,7 +200,7 @@ async def approve(uow: UnitOfWork, command: Approval) -> AllocationBatch:
     previewed). Each is issued at once into an open account, or waits, approved, until the
     entity's account opens."""
     year = command.compliance_year
-    _ensure_policy_year(uow.policy, year)
+    uow.policy.ensure_year(year)
     await _ensure_closed(uow, year)
     # Locked: an approval, an account opening and an opening balance that would change a
     # preview never interleave on one entity (each waits for the other, then sees its result).
@@ -386,7 +379,7 @@ async def allocation_year(
 ) -> AllocationYear:
     """Every preview of the year within the caller's scope, with totals, and the final figures
     the plan could not allocate (each with its reason)."""
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     closure = await store.get_closure(conn, compliance_year=year)
     rows = await store.list_previews(
         conn, compliance_year=year, credit_code=credit_code, district=district

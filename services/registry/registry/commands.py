@@ -48,11 +48,7 @@ async def register_entity(uow: UnitOfWork, command: Registration) -> RegisteredE
     """The Bureau puts a covered entity on the roster of the policy's compliance year."""
     code = checked_credit_code(command.credit_code)
     year = command.compliance_year
-    if year != uow.policy.compliance_year:
-        raise Invalid(
-            "no_policy",
-            f"no compliance policy loaded for {year} (running {uow.policy.cycle})",
-        )
+    uow.policy.ensure_year(year)
     if await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
         raise Conflict("already_registered", f"{code} is already on the {year} roster")
     await store.register(

@@ -388,7 +388,7 @@ async def apply_selection_rule(uow: UnitOfWork, command: YearCommand) -> Selecti
     when the verified figure differs from the reported one by more than the ratio, or when the
     deterministic sample draws it; every other one is final."""
     policy, year = uow.policy, command.compliance_year
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     await _ensure_open(uow, year)
     selected: list[UUID] = []
     finalised: list[UUID] = []
@@ -455,7 +455,7 @@ async def close_year(uow: UnitOfWork, command: YearCommand) -> YearClosure:
     """Once every case of the year is final and every entity on the roster has one, the Bureau
     closes the year's verification (`verification.closed`); nothing of it changes after."""
     policy, year = uow.policy, command.compliance_year
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     await _ensure_open(uow, year, code="already_closed")
     refusal = closing_refusal(
         year,
@@ -495,7 +495,7 @@ async def close_year(uow: UnitOfWork, command: YearCommand) -> YearClosure:
 
 
 async def year_view(conn: Any, policy: Policy, year: int) -> YearView:
-    _ensure_policy_year(policy, year)
+    policy.ensure_year(year)
     by_status = await store.cases_by_status(conn, compliance_year=year)
     closure = await store.get_closure(conn, compliance_year=year)
     return YearView(
@@ -507,13 +507,6 @@ async def year_view(conn: Any, policy: Policy, year: int) -> YearView:
         cases_by_status={status: by_status.get(status, 0) for status in STATUSES},
         without_case=len(await store.rostered_without_case(conn, compliance_year=year)),
     )
-
-
-def _ensure_policy_year(policy: Policy, year: int) -> None:
-    if year != policy.compliance_year:
-        raise Invalid(
-            "no_policy", f"no compliance policy loaded for {year} (running {policy.cycle})"
-        )
 
 
 async def _ensure_open(uow: UnitOfWork, year: int, *, code: str = "year_closed") -> None:
