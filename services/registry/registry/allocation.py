@@ -4,8 +4,6 @@ pre-allocation, and the opening balances the Bureau imports."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -13,7 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Request
 
 from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
 from carbon_contracts.events import AllocationIssued, VerificationClosed, VerificationFinalised
@@ -43,6 +41,7 @@ from registry.schemas import (
     PreviewRun,
     Unpreviewed,
 )
+from registry.uploads import csv_body, csv_rows
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["allocation"])
@@ -439,12 +438,15 @@ async def import_opening_balances(
 ) -> OpeningBalancesImport:
     """Apply an opening balances CSV, each row on its own (its own savepoint): a refused row is
     reported with its reason and stops nothing else. The file itself must be sound first."""
-    try:
-        rows = _opening_rows(upload.text)
-    except csv.Error as error:
-        raise Invalid("invalid_csv", f"not a readable CSV file: {error}") from None
-    if not rows:
-        raise Invalid("invalid_csv", "the file has a header but no rows")
+    rows = csv_rows(
+        upload.text,
+        required=OPENING_KEYS,
+        optional=OPENING_VALUES,
+        one_of=OPENING_VALUES,
+        max_rows=OPENING_MAX_ROWS,
+        rule=f"the header must name {', '.join(OPENING_KEYS)} and at least one of "
+        f"{', '.join(OPENING_VALUES)}, each once, and nothing else",
+    )
     import_id = str(uuid.uuid4())
     refused_rows: list[OpeningBalanceRefusal] = []
     for line, written, fields in rows:
@@ -464,40 +466,6 @@ async def import_opening_balances(
         refused=len(refused_rows),
         refusals=refused_rows,
     )
-
-
-def _opening_rows(text: str) -> list[tuple[int, str, dict[str, str]]]:
-    """(line, credit code as written, fields) of each data row, after a sound header."""
-    # strict: a stray quote is an error of the file, not a field that swallows the rows after it
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey="_extra", strict=True)
-    header = [name.strip() for name in reader.fieldnames or []]
-    missing = [name for name in OPENING_KEYS if name not in header]
-    unknown = [name for name in header if name not in (*OPENING_KEYS, *OPENING_VALUES)]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    values = [name for name in header if name in OPENING_VALUES]
-    if missing or unknown or repeated or not values:
-        raise Invalid(
-            "invalid_csv",
-            f"the header must name {', '.join(OPENING_KEYS)} and at least one of "
-            f"{', '.join(OPENING_VALUES)}, each once, and nothing else; missing: "
-            f"{', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'}; repeated: "
-            f"{', '.join(repeated) or '-'}",
-        )
-    reader.fieldnames = header
-    rows: list[tuple[int, str, dict[str, str]]] = []
-    first_line = reader.line_num + 1  # a quoted field may span lines: a row is where it starts
-    for fields in reader:
-        if len(rows) >= OPENING_MAX_ROWS:
-            raise Invalid("invalid_csv", f"more than {OPENING_MAX_ROWS} rows; split the file")
-        row = {k: v.strip() for k, v in fields.items() if isinstance(v, str)}
-        if "_extra" in fields:
-            row["_extra"] = ",".join(fields["_extra"])
-        short = [name for name, value in fields.items() if value is None]
-        if short:
-            row["_missing"] = ", ".join(short)
-        rows.append((first_line, row.get("credit_code", ""), row))
-        first_line = reader.line_num + 1
-    return rows
 
 
 async def _apply_opening_balance(uow: UnitOfWork, import_id: str, fields: dict[str, str]) -> None:
@@ -710,13 +678,7 @@ async def import_opening_balances_csv(
     """The Bureau imports what was known before this registry (earlier years' verified
     emissions; this year's pre-allocation and what of it is still held), row by row: the answer
     lists every refused row and why."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "text/csv":
-        raise HTTPException(415, f"send the file as text/csv, not {media_type or 'nothing'}")
-    try:
-        text = (await request.body()).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Invalid("invalid_csv", f"the file is not UTF-8: {error}") from error
+    text = await csv_body(request, "the file")
     return await context.execute(
         import_opening_balances, OpeningBalancesUpload(text=text, imported_by=principal.subject)
     )

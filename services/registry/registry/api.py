@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from carbon_contracts.errors import Invalid, NotFound
+from carbon_contracts.errors import NotFound
 from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
 from carbon_platform.auth import Principal, current_principal
 from carbon_platform.context import Context
@@ -29,6 +29,7 @@ from registry.schemas import (
     SurrenderReceipt,
     SurrenderRequest,
 )
+from registry.uploads import csv_body
 
 router = APIRouter(tags=["registry"])
 ROSTER_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -163,13 +164,7 @@ async def upload_roster(
     """The Bureau uploads the year's roster as CSV. Answers at once with the upload's id; rows
     are then registered in the background, each with its own result (`entity.registered` for
     every row registered). Follow it at `Location`."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "text/csv":
-        raise HTTPException(415, f"send the roster as text/csv, not {media_type or 'nothing'}")
-    try:
-        text = (await request.body()).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Invalid("invalid_csv", f"the roster is not UTF-8: {error}") from error
+    text = await csv_body(request, "the roster")
     upload = await context.execute(
         commands.upload_roster, RosterUpload(text=text, uploaded_by=principal.subject)
     )

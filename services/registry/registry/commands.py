@@ -3,8 +3,6 @@ state, applies the domain rules and records the events it causes. No HTTP, no Ka
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import uuid
@@ -38,6 +36,7 @@ from registry.schemas import (
     Surrender,
     SurrenderReceipt,
 )
+from registry.uploads import csv_rows
 
 ROSTER_COLUMNS = ("credit_code", "name", "district", "sector", "compliance_year")
 ROSTER_OPTIONAL = ("new_entrant",)
@@ -265,12 +264,14 @@ async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
     """Take a roster CSV and keep each data row as pending; rows are registered in the
     background, each with its own result. The file itself must be sound: its header names the
     columns, and it has at least one and at most ROSTER_MAX_ROWS rows."""
-    try:
-        rows = _roster_rows(upload.text)
-    except csv.Error as error:
-        raise Invalid("invalid_csv", f"not a readable CSV file: {error}") from None
-    if not rows:
-        raise Invalid("invalid_csv", "the file has a header but no rows")
+    rows = csv_rows(
+        upload.text,
+        required=ROSTER_COLUMNS,
+        optional=ROSTER_OPTIONAL,
+        max_rows=ROSTER_MAX_ROWS,
+        rule=f"the header must name {', '.join(ROSTER_COLUMNS)} once each (and may name "
+        "new_entrant)",
+    )
     import_id = str(uuid.uuid4())
     await store.add_roster_import(
         uow.conn, import_id=import_id, uploaded_by=upload.uploaded_by, rows=rows, at=uow.now
@@ -285,35 +286,6 @@ async def upload_roster(uow: UnitOfWork, upload: RosterUpload) -> RosterImport:
         uploaded_at=uow.now,
         finished_at=None,
     )
-
-
-def _roster_rows(text: str) -> list[tuple[int, str, dict[str, str]]]:
-    """(line, credit code as written, fields) of each data row; a sound header first."""
-    # strict: a stray quote is an error of the file, not a field that swallows the rows after it
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), restkey="_extra", strict=True)
-    header = [name.strip() for name in reader.fieldnames or []]
-    missing = [name for name in ROSTER_COLUMNS if name not in header]
-    unknown = [name for name in header if name not in (*ROSTER_COLUMNS, *ROSTER_OPTIONAL)]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if missing or unknown or repeated:
-        raise Invalid(
-            "invalid_csv",
-            f"the header must name {', '.join(ROSTER_COLUMNS)} once each (and may name "
-            f"new_entrant); missing: {', '.join(missing) or '-'}; unknown: "
-            f"{', '.join(unknown) or '-'}; repeated: {', '.join(repeated) or '-'}",
-        )
-    reader.fieldnames = header
-    rows: list[tuple[int, str, dict[str, str]]] = []
-    first_line = reader.line_num + 1  # a quoted field may span lines: a row is where it starts
-    for fields in reader:
-        if len(rows) >= ROSTER_MAX_ROWS:
-            raise Invalid("invalid_csv", f"more than {ROSTER_MAX_ROWS} rows; split the file")
-        values = {k: v.strip() for k, v in fields.items() if isinstance(v, str)}
-        if "_extra" in fields:
-            values["_extra"] = ",".join(fields["_extra"])
-        rows.append((first_line, values.get("credit_code", ""), values))
-        first_line = reader.line_num + 1
-    return rows
 
 
 async def register_pending_rows(uow: UnitOfWork, limit: int) -> int:
