@@ -71,11 +71,6 @@ async def on_verification_finalised(uow: UnitOfWork, event: Event[Any]) -> None:
         case_id=str(final.case_id),
         verified_emissions=final.verified_emissions,
         obligation=compliance.obligation(policy, final.verified_emissions),
-    )
-    await store.set_obligation_outputs(
-        uow.conn,
-        credit_code=code,
-        compliance_year=year,
         outputs=[output.model_dump(mode="json") for output in final.outputs],
     )
     if await store.get_closure(uow.conn, compliance_year=year):

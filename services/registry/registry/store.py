@@ -570,7 +570,10 @@ async def create_obligation(
     case_id: str,
     verified_emissions: Decimal,
     obligation: int,
+    outputs: list[dict[str, str]] | None = None,
 ) -> None:
+    """The year's obligation from the final figure, with the verified production outputs
+    behind it (the output-based allocation methods read them)."""
     await conn.execute(
         _CREATE_OBLIGATION,
         {
@@ -580,6 +583,7 @@ async def create_obligation(
             "verified_emissions": verified_emissions,
             "obligation": obligation,
             "surrendered": 0,
+            "outputs": json.dumps(outputs or [], ensure_ascii=False),
         },
     )
 
@@ -715,18 +719,6 @@ async def get_roster_entry(conn: AsyncConnection, *, credit_code: str, complianc
 async def set_account_on_time(conn: AsyncConnection, *, credit_code: str, on_time: bool) -> None:
     await conn.execute(
         update(accounts).where(accounts.c.credit_code == credit_code).values(on_time=on_time)
-    )
-
-
-async def set_obligation_outputs(
-    conn: AsyncConnection, *, credit_code: str, compliance_year: int, outputs: list[dict[str, str]]
-) -> None:
-    """The verified production outputs behind the obligation (the output-based methods)."""
-    await conn.execute(
-        update(obligations)
-        .where(obligations.c.credit_code == credit_code)
-        .where(obligations.c.compliance_year == compliance_year)
-        .values(outputs=json.dumps(outputs, ensure_ascii=False))
     )
 
 
