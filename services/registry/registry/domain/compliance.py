@@ -57,8 +57,7 @@ def surrender(
     obligation at instant `at`. The year's offsets stay within the policy's cap. Meeting the
     whole obligation completes compliance; it is on time only before the deadline (the notice:
     before 17:00, so 17:00:00 itself is late)."""
-    if surrendered >= obligation:  # before anything else: nothing more is taken, of any kind
-        raise Conflict("already_compliant", f"the {compliance_year} obligation is already met")
+    _ensure_not_met(compliance_year, obligation, surrendered)  # first: nothing more is taken
     offset_units = sum(proof.quantity for proof in offsets)
     if offset_units:
         check_cap(
@@ -105,9 +104,8 @@ def plan_surrender(
     if requested < 0 or offsets < 0 or requested + offsets <= 0:
         what = "allowances to surrender" if not offsets else "allowances and offsets"
         raise Invalid("invalid_amount", f"{what} must be a positive whole number")
+    _ensure_not_met(compliance_year, obligation, surrendered)
     remaining = obligation - surrendered
-    if remaining <= 0:
-        raise Conflict("already_compliant", f"the {compliance_year} obligation is already met")
     if requested + offsets > remaining:
         what = f"{requested} allowances" + (f" and {offsets} offsets" if offsets else "")
         raise Invalid(
@@ -129,3 +127,8 @@ def plan_surrender(
             plan.append((vintage, take))
             left -= take
     return plan
+
+
+def _ensure_not_met(compliance_year: int, obligation: int, surrendered: int) -> None:
+    if surrendered >= obligation:
+        raise Conflict("already_compliant", f"the {compliance_year} obligation is already met")
