@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics
-from carbon_platform.kafka import client_options
+from carbon_platform.kafka import command_client_options
 from carbon_platform.settings import REPO_ROOT, Settings
 from carbon_platform.standins import external
 from carbon_platform.supervisor import Supervisor
@@ -90,7 +90,7 @@ def up(
     try:
         if "CARBON_KAFKA_BOOTSTRAP" in os.environ:
             bootstrap = env["CARBON_KAFKA_BOOTSTRAP"]
-            created = asyncio.run(create_topics(bootstrap, catalogue(), **_kafka_options()))
+            created = asyncio.run(create_topics(bootstrap, catalogue(), **command_client_options()))
             typer.echo(f"topics ready on {bootstrap} ({len(created)} created)")
         else:
             typer.echo(f"starting embedded broker (tansu) on 127.0.0.1:{kafka_port}")
@@ -165,12 +165,6 @@ def _spawn(service: str, env: dict[str, str], log_file: Path) -> subprocess.Pope
         )
 
 
-def _kafka_options() -> dict[str, Any]:
-    """How this command's Kafka clients authenticate (CARBON_KAFKA_*), like the services'."""
-    # Settings insists on a JWT secret, which a Kafka client never uses: give it a placeholder.
-    return client_options(Settings(jwt_secret=SecretStr("unused-by-kafka-clients-" + "-" * 8)))
-
-
 @app.command()
 def token(
     role: Annotated[str, typer.Option(help=f"one of {', '.join(ROLES)}")],
@@ -219,7 +213,7 @@ def topics(
             f"{', '.join(topic.event_types) or '(dead letters)'}"
         )
     if create:
-        created = asyncio.run(create_topics(bootstrap, cat, **_kafka_options()))
+        created = asyncio.run(create_topics(bootstrap, cat, **command_client_options()))
         typer.echo(f"created on {bootstrap}: {', '.join(created) or 'nothing (all exist)'}")
 
 

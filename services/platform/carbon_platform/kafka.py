@@ -11,6 +11,7 @@ import shlex
 from typing import Any, get_args
 
 from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from carbon_contracts.catalogue import EXTERNAL_SYSTEMS, Catalogue, ServiceName
 from carbon_platform.settings import Settings
@@ -47,6 +48,13 @@ def client_options(settings: Settings) -> dict[str, Any]:
         # The system's CA certificates, hostname checked.
         options["ssl_context"] = create_ssl_context()
     return options
+
+
+def command_client_options() -> dict[str, Any]:
+    """`client_options` for a command-line client (`carbon topics`, `carbon external`): it
+    authenticates as CARBON_KAFKA_* say, like the services."""
+    # Settings insists on a JWT secret, which a Kafka client never uses: give it a placeholder.
+    return client_options(Settings(jwt_secret=SecretStr("unused-by-kafka-clients-" + "-" * 8)))
 
 
 def faust_credentials(settings: Settings) -> Any:

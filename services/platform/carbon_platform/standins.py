@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from aiokafka import AIOKafkaProducer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import (
@@ -28,8 +28,7 @@ from carbon_contracts.events import (
     TradingAccountOpened,
 )
 from carbon_platform.codec import encode
-from carbon_platform.kafka import client_options
-from carbon_platform.settings import Settings
+from carbon_platform.kafka import command_client_options
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -72,9 +71,11 @@ async def _send(
     bootstrap: str, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
 ) -> None:
     # Authenticated as CARBON_KAFKA_* say, like any client (in compose: the system's principal).
-    options = client_options(Settings(jwt_secret=SecretStr("unused-by-kafka-clients-" + "-" * 8)))
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", **options
+        bootstrap_servers=bootstrap,
+        enable_idempotence=False,
+        acks="all",
+        **command_client_options(),
     )
     await producer.start()
     try:
