@@ -6,9 +6,15 @@ Pure Python, so domain modules raise these; the platform maps each kind to its H
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+
+def where_invalid(errors: Iterable[Mapping[str, Any]]) -> str:
+    """Validation errors (pydantic's `errors()`) as one line: `loc.path: message; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
 
 
 class Rejection(Exception):

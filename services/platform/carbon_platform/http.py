@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carbon_contracts.errors import ErrorResponse, Rejection
+from carbon_contracts.errors import ErrorResponse, Rejection, where_invalid
 from carbon_platform import metrics
 from carbon_platform.auth import current_principal
 from carbon_platform.context import ServiceContext, ServiceDefinition
@@ -94,8 +94,7 @@ def create_api(
         details = [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
         ]
-        where = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)
-        return _error(422, "invalid_request", where, details=details)
+        return _error(422, "invalid_request", where_invalid(details), details=details)
 
     @api.exception_handler(IntegrityError)
     async def conflicting(_request: Request, error: IntegrityError) -> JSONResponse:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from carbon_contracts.catalogue import catalogue
+from carbon_contracts.errors import where_invalid
 from carbon_contracts.events import (
     CcerCancelled,
     ExchangeTransferSettled,
@@ -48,8 +49,7 @@ def publish(payload_of: type[Payload], bootstrap: str, **fields: object) -> None
     try:
         payload = payload_of.model_validate(fields)
     except ValidationError as error:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise typer.BadParameter(where) from None
+        raise typer.BadParameter(where_invalid(error.errors())) from None
     topic = catalogue().topic_for_event(payload.EVENT)
     record = encode(payload, source=topic.source, time=datetime.now(UTC))
     asyncio.run(_send(bootstrap, record.topic, record.key, record.value, record.headers))

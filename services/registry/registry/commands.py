@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
+from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection, where_invalid
 from carbon_contracts.events import (
     AccountOpened,
     EntityRegistered,
@@ -337,5 +337,4 @@ def _registration(fields_json: str) -> Registration:
             new_entrant=flag == "true",
         )
     except ValidationError as error:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise Invalid("invalid_row", where) from None
+        raise Invalid("invalid_row", where_invalid(error.errors())) from None
