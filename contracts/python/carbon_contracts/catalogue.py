@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,7 +15,7 @@ ServiceName = Literal["reporting", "verification", "registry", "notifier"]
 ExternalSystem = Literal["exchange", "carbon-inclusion", "ccer-registry"]
 """Systems outside the platform that write its inbound topics: the exchange's trading system,
 the carbon inclusion platform (SHCERCIR1) and the national CCER registry."""
-EXTERNAL_SYSTEMS: tuple[str, ...] = ("exchange", "carbon-inclusion", "ccer-registry")
+EXTERNAL_SYSTEMS: tuple[str, ...] = get_args(ExternalSystem)
 
 
 class Topic(BaseModel):
