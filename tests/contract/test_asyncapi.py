@@ -15,7 +15,7 @@ from carbon_contracts import export
 from carbon_contracts.catalogue import ExternalSystem, ServiceName, catalogue
 from carbon_contracts.envelope import dataschema_uri, event_type_name
 from carbon_contracts.events import EVENT_MODELS
-from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN
+from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN, INSTRUMENT_PATTERN
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 ASYNCAPI = CONTRACTS / "asyncapi.yaml"
@@ -101,7 +101,9 @@ def test_message_headers_pin_type_schema_and_key(event: str) -> None:
     expected = f"/external/{topic.owner}" if topic.is_inbound else f"/carbon/{topic.owner}"
     assert headers["ce_source"]["const"] == expected
     key = catalogue().topic_for_event(event).key
-    pattern = IDENTIFIER_PATTERN if key == "policy" else CREDIT_CODE_PATTERN
+    pattern = {"policy": IDENTIFIER_PATTERN, "instrument": INSTRUMENT_PATTERN}.get(
+        key, CREDIT_CODE_PATTERN
+    )
     assert message["bindings"]["kafka"]["key"]["pattern"] == pattern
     assert headers["ce_subject"]["pattern"] == pattern
 

@@ -26,6 +26,9 @@ OWNER_BY_PREFIX = {
     "shcercir1": "carbon-inclusion",
     "trading_account": "exchange",
     "exchange_transfer": "exchange",
+    "auction": "registry",
+    "market_day": "exchange",
+    "auction_payment": "exchange",
 }
 SERVICES = get_args(ServiceName)
 DOMAIN_TOPICS = catalogue().domain_topics()
@@ -50,8 +53,10 @@ def test_single_writer_by_prefix(topic: Topic) -> None:
 @pytest.mark.parametrize("topic", DOMAIN_TOPICS, ids=topic_id)
 def test_domain_topic_is_keyed_by_credit_code_and_partitioned(topic: Topic) -> None:
     assert topic.partitions >= 1
-    cycle_wide = {"verification.closed"}
-    assert topic.key == ("policy" if topic.name in cycle_wide else "credit_code")
+    cycle_wide = {"verification.closed", "auction.announced", "auction.cleared"}
+    market = {"market_day.closed"}
+    expected = "policy" if topic.name in cycle_wide else "credit_code"
+    assert topic.key == ("instrument" if topic.name in market else expected)
     assert topic.event_types, "a domain topic carries at least one event type"
 
 

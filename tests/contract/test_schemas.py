@@ -123,6 +123,9 @@ def test_example_validates_and_round_trips(path: Path) -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=example_id)
 def test_example_credit_code_has_a_valid_check_character(path: Path) -> None:
     code = load(path).get("credit_code")
+    if "instrument" in load(path):  # the exchange's market data, keyed by the instrument
+        assert code is None
+        return
     if code is None:  # a cycle-wide event (keyed by the policy cycle)
         assert load(path)["policy"] == "shanghai-2024"
         return
@@ -153,8 +156,11 @@ def test_report_example_is_computed_from_the_policy_factors() -> None:
 
 def test_story_examples_agree_with_each_other() -> None:
     story = {path.parent.parent.name: load(path) for path in EXAMPLES if path.name == STORY}
-    # Returns, a determination and the cycle's close are other entities' stories.
+    # Returns, a determination, the cycle's close, the auction and the market are other stories.
     assert set(EVENT_MODELS) - set(story) == {
+        "auction.announced",
+        "auction.cleared",
+        "market_day.closed",
         "monitoring_plan.returned",
         "report.returned",
         "verification.returned",
@@ -188,6 +194,10 @@ def test_story_examples_agree_with_each_other() -> None:
     assert surrendered == surrender["obligation"]
     allocation = story["allocation.issued"]
     assert allocation["allowances"] == allocation["final_allocation"] - allocation["preallocated"]
+    won, paid = story["auction.won"], story["auction_payment.confirmed"]
+    assert Decimal(won["amount_due"]) == won["allowances"] * Decimal(won["price"])
+    assert paid["amount"] == won["amount_due"] == story["auction.settled"]["amount"]
+    assert sum(bid["filled"] for bid in won["bids"]) == won["allowances"]
 
 
 # --- rejections ---------------------------------------------------------------------------------

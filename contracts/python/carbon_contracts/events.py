@@ -10,9 +10,10 @@ from datetime import date
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from carbon_contracts.types import (
+    INSTRUMENT_PATTERN,
     Allowances,
     ComplianceYear,
     CreditCode,
@@ -21,11 +22,20 @@ from carbon_contracts.types import (
     Identifier,
     TonnesCO2,
     WholeNumber,
+    Yuan,
 )
 
 OffsetType = Literal["CCER", "SHCERCIR1"]
 ProofId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 TradingAccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+Instrument = Annotated[
+    str,
+    Field(pattern=INSTRUMENT_PATTERN, description="instrument traded, e.g. SHEA (allowances)"),
+]
+PaymentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+SurrenderOnly = Literal["surrender_only"]
+"""Auctioned allowances: usable only for the auction's compliance year's surrender, never
+transferred."""
 
 
 class Payload(BaseModel):
@@ -445,6 +455,108 @@ class AllowancesTransferred(EventPayload):
     transferred_at: AwareDatetime
 
 
+class AuctionAnnounced(CyclePayload):
+    """The Bureau announced a paid auction (有偿竞价发放) of allowances, with its reserve price
+    computed from the exchange's daily summaries over the reference window."""
+
+    EVENT = "auction.announced"
+
+    auction_id: Identifier
+    volume: Allowances = Field(gt=0, description="allowances offered, at most")
+    opens_at: AwareDatetime = Field(description="bids from this instant")
+    closes_at: AwareDatetime = Field(description="the first instant bids are refused")
+    bidders: Literal["covered"] = Field(
+        description="covered entities of the compliance year with an open registry account"
+    )
+    bidder_cap: Allowances = Field(gt=0, description="all of one bidder's bids together")
+    use: SurrenderOnly
+    instrument: Instrument
+    reference_from: date = Field(description="first trading day of the reference window")
+    reference_to: date = Field(description="last trading day of the reference window")
+    reference_trading_days: WholeNumber = Field(ge=1, description="days with trades in it")
+    reference_volume: Allowances = Field(gt=0, description="allowances traded in the window")
+    reference_turnover: Yuan = Field(description="their value")
+    multiplier: DecimalString = Field(description="of the volume-weighted average price")
+    reserve_price: Yuan = Field(
+        description="multiplier x turnover / volume, rounded to the fen per the policy; "
+        "bids below it are invalid"
+    )
+    payment_due: AwareDatetime = Field(description="an unpaid award is cancelled from here")
+    announced_at: AwareDatetime
+
+
+class AuctionCleared(CyclePayload):
+    """The auction closed and cleared once: best prices first, then earliest bids; every winner
+    pays the uniform clearing price, the lowest accepted bid. No sale: clearing_price absent."""
+
+    EVENT = "auction.cleared"
+
+    auction_id: Identifier
+    volume: Allowances = Field(gt=0)
+    reserve_price: Yuan
+    clearing_price: Yuan | None = Field(default=None, description="absent when nothing sold")
+    sold: Allowances
+    bids: WholeNumber = Field(ge=0, description="valid bids at the close")
+    bid_volume: Allowances = Field(description="allowances bid for, all bids together")
+    bidders: WholeNumber = Field(ge=0)
+    winners: WholeNumber = Field(ge=0)
+    cleared_at: AwareDatetime
+
+
+class FilledBid(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bid_id: UUID
+    price: Yuan
+    quantity: Allowances = Field(gt=0)
+    filled: Allowances = Field(description="of quantity; less on the marginal bid")
+
+
+class AuctionWon(EventPayload):
+    """The entity won allowances at the auction; it pays the exchange `amount_due` by
+    `payment_due`, then the registry credits them as surrender-only."""
+
+    EVENT = "auction.won"
+
+    auction_id: Identifier
+    allowances: Allowances = Field(gt=0)
+    price: Yuan = Field(description="the uniform clearing price")
+    amount_due: Yuan = Field(description="allowances x price")
+    payment_due: AwareDatetime
+    use: SurrenderOnly
+    bids: list[FilledBid] = Field(min_length=1, description="the entity's bids that won")
+    won_at: AwareDatetime
+
+
+class AuctionSettled(EventPayload):
+    """The exchange confirmed the winner's payment; the registry credited the allowances as
+    surrender-only for the compliance year (vintage = compliance_year)."""
+
+    EVENT = "auction.settled"
+
+    auction_id: Identifier
+    payment_id: PaymentId
+    allowances: Allowances = Field(gt=0)
+    price: Yuan
+    amount: Yuan
+    use: SurrenderOnly
+    settled_at: AwareDatetime
+
+
+class AuctionAwardCancelled(EventPayload):
+    """The winner did not pay by the payment deadline: its award is cancelled, nothing is
+    credited."""
+
+    EVENT = "auction.award_cancelled"
+
+    auction_id: Identifier
+    allowances: Allowances = Field(gt=0)
+    amount_due: Yuan
+    payment_due: AwareDatetime
+    reason: Literal["unpaid"]
+    cancelled_at: AwareDatetime
+
+
 # --- Inbound: written by external systems, read by the registry -------------------------------
 
 
@@ -499,6 +611,40 @@ class ExchangeTransferSettled(EventPayload):
     settled_at: AwareDatetime
 
 
+class MarketDayClosed(Payload):
+    """The exchange's summary of one trading day of an instrument: volume and turnover of its
+    trades (the reserve price of an auction is computed from these). Keyed by the instrument."""
+
+    EVENT = "market_day.closed"
+
+    instrument: Instrument
+    trading_date: date
+    volume: Allowances = Field(description="units traded that day")
+    turnover: Yuan = Field(description="value of those trades")
+    closed_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _turnover_with_volume(self) -> MarketDayClosed:
+        if (self.volume == 0) != (self.turnover == 0):
+            raise ValueError("volume and turnover are both zero or both positive")
+        return self
+
+    @property
+    def subject(self) -> str:
+        return self.instrument
+
+
+class AuctionPaymentConfirmed(EventPayload):
+    """The exchange received the winner's payment for allowances won at an auction."""
+
+    EVENT = "auction_payment.confirmed"
+
+    auction_id: Identifier
+    payment_id: PaymentId = Field(description="the exchange's id: applied once, however often sent")
+    amount: Yuan
+    paid_at: AwareDatetime
+
+
 EVENT_MODELS: dict[str, type[Payload]] = {
     model.EVENT: model
     for model in (
@@ -527,6 +673,13 @@ EVENT_MODELS: dict[str, type[Payload]] = {
         Shcercir1Cancelled,
         TradingAccountOpened,
         ExchangeTransferSettled,
+        AuctionAnnounced,
+        AuctionCleared,
+        AuctionWon,
+        AuctionSettled,
+        AuctionAwardCancelled,
+        MarketDayClosed,
+        AuctionPaymentConfirmed,
     )
 }
 

@@ -23,7 +23,7 @@ import yaml
 from carbon_contracts.catalogue import Catalogue, Topic, catalogue
 from carbon_contracts.envelope import CE_SPECVERSION, CONTENT_TYPE, dataschema_uri, event_type_name
 from carbon_contracts.events import EVENT_MODELS, Payload
-from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN
+from carbon_contracts.types import CREDIT_CODE_PATTERN, IDENTIFIER_PATTERN, INSTRUMENT_PATTERN
 
 # contracts/ in the repository; generating only makes sense from a checkout, not an installed wheel.
 CONTRACTS_DIR = Path(__file__).resolve().parents[2]
@@ -120,7 +120,14 @@ def _message_ids(topic: Topic) -> list[str]:
 
 
 def _key_schema(key: str) -> dict[str, Any]:
-    """The Kafka key (and `ce_subject`) of a topic: an entity's credit code, or a policy cycle."""
+    """The Kafka key (and `ce_subject`) of a topic: an entity's credit code, a policy cycle or an
+    instrument."""
+    if key == "instrument":
+        return {
+            "type": "string",
+            "pattern": INSTRUMENT_PATTERN,
+            "description": "the instrument (UTF-8), e.g. SHEA",
+        }
     if key == "policy":
         return {
             "type": "string",
@@ -229,6 +236,8 @@ def _channel(topic: Topic, replicas: int) -> dict[str, Any]:
             + (
                 "the policy cycle (one event per cycle). "
                 if topic.key == "policy"
+                else "the instrument, so each instrument's days are ordered. "
+                if topic.key == "instrument"
                 else "the covered entity's credit code, so all events of one entity are ordered "
                 "within one partition. "
             )
@@ -290,7 +299,7 @@ def asyncapi_document(cat: Catalogue | None = None) -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Carbon ETS platform events",
-            "version": "1.3.0",
+            "version": "1.4.0",
             "description": (
                 "Events of the Shanghai carbon emissions trading compliance cycle. Envelope: "
                 "CloudEvents 1.0 in binary mode (CloudEvents Kafka protocol binding): the "

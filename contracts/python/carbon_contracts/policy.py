@@ -5,6 +5,7 @@ Dates, ratios, rounding and emission factors are one year's policy, never consta
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,10 +13,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from carbon_contracts.errors import Invalid
+from carbon_contracts.errors import Invalid, NotFound
 from carbon_contracts.events import OffsetType
 from carbon_contracts.resources import contract_path
-from carbon_contracts.types import DecimalString, Identifier
+from carbon_contracts.types import INSTRUMENT_PATTERN, DecimalString, Identifier
 
 Rounding = Literal["half_up", "half_even", "ceiling", "floor"]
 _DECIMAL_ROUNDING = {
@@ -59,6 +60,7 @@ class RoundingRules(_Closed):
     allocation: Rounding
     preallocation: Rounding
     offset_cap: Rounding
+    reserve_price: Rounding = Field(description="to the fen (0.01 yuan)")
 
 
 class Benchmark(_Closed):
@@ -186,6 +188,43 @@ class VerificationRules(_Closed):
         )
 
 
+class ReservePrice(_Closed):
+    """Reserve = multiplier x the volume-weighted average price of `instrument` over the
+    reference window's trading days (both dates included), rounded per rounding.reserve_price."""
+
+    instrument: str = Field(pattern=INSTRUMENT_PATTERN)
+    reference_from: date
+    reference_to: date
+    multiplier: DecimalString
+
+
+class Auction(_Closed):
+    """One paid auction (有偿竞价发放) as its announcement fixes it."""
+
+    id: Identifier
+    compliance_year: int
+    volume: int = Field(gt=0, description="allowances offered, at most")
+    opens_at: AwareDatetime = Field(description="bids from this instant")
+    closes_at: AwareDatetime = Field(description="the first instant bids are refused")
+    bidders: Literal["covered"] = Field(
+        description="entities covered for the compliance year with an open registry account"
+    )
+    bidder_cap: int = Field(gt=0, description="all of one bidder's bids together")
+    reserve: ReservePrice
+    use: Literal["surrender_only"] = Field(
+        description="usable only for the compliance year's surrender; never transferred"
+    )
+    payment_due: AwareDatetime = Field(description="an award not paid before this is cancelled")
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Auction:
+        if not self.reserve.reference_from <= self.reserve.reference_to:
+            raise ValueError(f"auction {self.id}: reference window ends before it starts")
+        if not self.opens_at < self.closes_at <= self.payment_due:
+            raise ValueError(f"auction {self.id}: opens_at < closes_at <= payment_due")
+        return self
+
+
 class Policy(_Closed):
     cycle: str
     compliance_year: int
@@ -201,6 +240,24 @@ class Policy(_Closed):
     factor_table: str
     emission_factors: EmissionFactors
     verification: VerificationRules
+    auctions: list[Auction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _auctions_of_this_year(self) -> Policy:
+        ids = [auction.id for auction in self.auctions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("auction ids must be unique")
+        for auction in self.auctions:
+            if auction.compliance_year != self.compliance_year:
+                raise ValueError(f"auction {auction.id} is for another compliance year")
+        return self
+
+    def auction(self, auction_id: str) -> Auction:
+        """The announced auction; NotFound `unknown_auction` if the policy has none by that id."""
+        for auction in self.auctions:
+            if auction.id == auction_id:
+                return auction
+        raise NotFound("unknown_auction", f"the policy {self.cycle} has no auction {auction_id}")
 
     def ensure_year(self, year: int) -> None:
         """Refuse (422 `no_policy`) work on a compliance year this policy does not govern."""

@@ -25,6 +25,10 @@ EMISSIONS_PATTERN = r"^(0|[1-9][0-9]{0,11})\.[0-9]{3}$"
 DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,9})?$"
 CREDIT_CODE_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
 IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+INSTRUMENT_PATTERN = r"^[A-Z][A-Z0-9]{1,15}$"
+YUAN_SCALE = 2
+_YUAN_QUANTUM = Decimal(1).scaleb(-YUAN_SCALE)
+YUAN_PATTERN = r"^(0|[1-9][0-9]{0,14})\.[0-9]{2}$"
 
 
 def _decimal(value: Any, pattern: str, what: str) -> Decimal:
@@ -95,6 +99,34 @@ DecimalString = Annotated[
     WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN}),
 ]
 """A non-negative decimal quantity (activity data, factors, ratios) as a string."""
+
+
+def _format_yuan(value: Decimal) -> str:
+    return f"{value:.{YUAN_SCALE}f}"
+
+
+def _yuan(value: Any) -> Decimal:
+    # In: at most two decimals ("45", "45.6", "45.60"); out: always exactly two.
+    amount = _decimal(value, r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,2})?$", "amount in yuan")
+    quantized = amount.quantize(_YUAN_QUANTUM)
+    if quantized != amount:
+        raise ValueError(f"amount in yuan {amount} has more than {YUAN_SCALE} decimals (fen)")
+    return _wire(quantized, _format_yuan(quantized), YUAN_PATTERN, "amount in yuan")
+
+
+Yuan = Annotated[
+    Decimal,
+    BeforeValidator(_yuan),
+    PlainSerializer(_format_yuan, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": YUAN_PATTERN,
+            "description": "yuan (CNY) as a decimal string with exactly two decimals (fen)",
+        }
+    ),
+]
+"""An amount of money or a price per allowance in yuan, exact to the fen."""
 
 CreditCode = Annotated[
     str,
