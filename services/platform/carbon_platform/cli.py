@@ -1,5 +1,5 @@
 """`carbon`: start the embedded stack, mint development tokens, show and create topics, look after
-dead letters and the ledger, and stand in for the external systems."""
+dead letters and the ledger, stand in for the external systems and move the rehearsal clock."""
 
 from __future__ import annotations
 
@@ -24,8 +24,17 @@ from pydantic import SecretStr
 from carbon_contracts.catalogue import catalogue
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics
+from carbon_platform.clock import (
+    CLOCK_FILE,
+    Clock,
+    aware_time,
+    default_var_dir,
+    read_clock_file,
+    rehearsal_clock_file,
+    set_clock_file,
+)
 from carbon_platform.kafka import command_client_options
-from carbon_platform.settings import REPO_ROOT, Settings
+from carbon_platform.settings import Settings
 from carbon_platform.standins import external
 from carbon_platform.supervisor import Supervisor
 
@@ -51,10 +60,6 @@ def _dev_secret(var_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _default_var_dir() -> Path:
-    return Path(os.environ.get("CARBON_VAR_DIR", REPO_ROOT / "var"))
-
-
 @app.command()
 def up(
     kafka_port: Annotated[int, typer.Option(help="port of the embedded broker")] = 9092,
@@ -62,21 +67,26 @@ def up(
     instances: Annotated[
         int, typer.Option(min=1, max=9, help="instances of each service (ports +10, +20...)")
     ] = 1,
-    var_dir: Annotated[Path | None, typer.Option(help="databases, logs, dev secret")] = None,
+    var_dir: Annotated[
+        Path | None, typer.Option(help="databases, logs, dev secret, rehearsal clock")
+    ] = None,
     schema_prefix: Annotated[str, typer.Option(help="PostgreSQL schema prefix")] = "",
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 120,
 ) -> None:
     """Start the embedded stack: broker, topics, migrations and all four services.
 
     Uses the broker in CARBON_KAFKA_BOOTSTRAP instead of starting one when that is set. A
-    process that dies is restarted. Ctrl-C stops everything.
+    process that dies is restarted. Ctrl-C stops everything. The services' clock follows
+    `carbon clock set` while they run.
     """
-    var = (var_dir or _default_var_dir()).resolve()
+    var = (var_dir or default_var_dir()).resolve()
     logs = var / "log"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["CARBON_JWT_SECRET"] = _dev_secret(var)
     env["CARBON_VAR_DIR"] = str(var)
+    # The services follow `carbon clock set` (a rehearsal tool: production never sets this).
+    env["CARBON_CLOCK_FILE"] = str(var / CLOCK_FILE)
     env.setdefault("CARBON_LOG_FORMAT", "json")
     supervisor = Supervisor(lambda line: typer.echo(line, err=True))
 
@@ -179,7 +189,7 @@ def token(
 
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="--role")
-    settings = Settings(jwt_secret=SecretStr(_dev_secret(_default_var_dir())))
+    settings = Settings(jwt_secret=SecretStr(_dev_secret(default_var_dir())))
     chosen = cast(Role, role)
     try:
         typer.echo(
@@ -243,7 +253,7 @@ def _operator_call(service: str, url: str | None, method: str, path: str) -> Any
     if service not in SERVICES:
         raise typer.BadParameter(f"service must be one of {', '.join(SERVICES)}")
     base = url or f"http://127.0.0.1:{SERVICES[service]}"
-    settings = Settings(jwt_secret=SecretStr(_dev_secret(_default_var_dir())))
+    settings = Settings(jwt_secret=SecretStr(_dev_secret(default_var_dir())))
     bearer = issue_token(settings, role="regulator", subject="carbon-cli", now=datetime.now(UTC))
     request = urllib.request.Request(
         f"{base}{path}", method=method, headers={"Authorization": f"Bearer {bearer}"}
@@ -310,6 +320,59 @@ def reconcile(
     )
     if not found["balanced"]:
         raise typer.Exit(1)
+
+
+clock = typer.Typer(
+    help="The embedded stack's rehearsal clock: move the services' time while they run.",
+    no_args_is_help=True,
+)
+app.add_typer(clock, name="clock")
+
+ClockVarDir = Annotated[
+    Path | None,
+    typer.Option(help="the var dir `carbon up` was given (default: CARBON_VAR_DIR, else var/)"),
+]
+
+
+@clock.command("set")
+def clock_set(
+    start: Annotated[
+        datetime,
+        typer.Argument(parser=aware_time, metavar="ISO", help="e.g. 2025-06-30T09:30+08:00"),
+    ],
+    var_dir: ClockVarDir = None,
+) -> None:
+    """Set the services' clock to ISO, which must carry its UTC offset; it runs on from there.
+
+    The services of `carbon up` see it at their next request, without a restart; so do the
+    timestamps `carbon external ...` defaults to. Production never follows this clock.
+    """
+    path = rehearsal_clock_file(var_dir)
+    set_clock_file(path, start=start)
+    typer.echo(f"{start.isoformat()} (rehearsal clock set in {path})")
+
+
+@clock.command("show")
+def clock_show(var_dir: ClockVarDir = None) -> None:
+    """Print the services' time: the rehearsal clock's, or "real time" when none is set."""
+    path = rehearsal_clock_file(var_dir)
+    try:
+        start, _ = read_clock_file(path)
+    except FileNotFoundError:
+        typer.echo("real time")
+        return
+    except (OSError, ValueError) as error:
+        typer.echo(f"{path}: {error} (the services keep the time they had)", err=True)
+        raise typer.Exit(1) from error
+    now = Clock(follow=path).now().astimezone(start.tzinfo)
+    typer.echo(f"{now.isoformat(timespec='seconds')} (rehearsal clock in {path})")
+
+
+@clock.command("reset")
+def clock_reset(var_dir: ClockVarDir = None) -> None:
+    """Put the services back on real time: removes the rehearsal clock's file."""
+    rehearsal_clock_file(var_dir).unlink(missing_ok=True)
+    typer.echo("real time")
 
 
 def main() -> None:

@@ -2,14 +2,16 @@
 topics (the national CCER registry, the carbon inclusion platform, the exchange), so that the
 walk-through and the tests run without them. Each command publishes one event exactly as that
 system would: validated by the contract model, in CloudEvents binary mode, with the system's
-own `ce_source`, on the topic the catalogue gives it."""
+own `ce_source`, on the topic the catalogue gives it. What they date "now" is the services' time:
+in a rehearsal, the time `carbon clock set` moved them to."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
-from datetime import UTC, date, datetime
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Annotated
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
@@ -21,17 +23,22 @@ from pydantic import ValidationError
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.errors import where_invalid
 from carbon_contracts.events import (
+    AuctionPaymentConfirmed,
     CcerCancelled,
     ExchangeTransferSettled,
+    MarketDayClosed,
     OffsetCancelled,
     Payload,
     Shcercir1Cancelled,
     TradingAccountOpened,
 )
+from carbon_platform.clock import Clock, aware_time
 from carbon_platform.codec import encode
 from carbon_platform.kafka import command_client_options
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+EXCHANGE_CLOSE = time(15, 30)
+"""The exchange's trading day ends at 15:30, Shanghai."""
 
 external = typer.Typer(
     help="Stand-ins for the external systems: publish what the CCER registry, the carbon "
@@ -49,9 +56,11 @@ def publish(payload_of: type[Payload], bootstrap: str, **fields: object) -> None
     try:
         payload = payload_of.model_validate(fields)
     except ValidationError as error:
-        raise typer.BadParameter(where_invalid(error.errors())) from None
+        # A rule across fields (e.g. volume with turnover) has no field to name: name the event.
+        errors = [{**e, "loc": e["loc"] or (payload_of.EVENT,)} for e in error.errors()]
+        raise typer.BadParameter(where_invalid(errors)) from None
     topic = catalogue().topic_for_event(payload.EVENT)
-    record = encode(payload, source=topic.source, time=datetime.now(UTC))
+    record = encode(payload, source=topic.source, time=_now())
     asyncio.run(_send(bootstrap, record.topic, record.key, record.value, record.headers))
     headers = dict(record.headers)
     typer.echo(
@@ -84,8 +93,23 @@ async def _send(
         await producer.stop()
 
 
+def _now() -> datetime:
+    # The services' clock, following a rehearsal's clock file: what is sent in a walk-through
+    # is dated in the time the services live in.
+    return Clock.for_commands().now()
+
+
 def _today() -> date:
-    return datetime.now(SHANGHAI).date()
+    return _now().astimezone(SHANGHAI).date()
+
+
+def _yuan(text: str) -> Decimal:
+    # Parsed here so that the contract's own message says what is wrong with the amount (e.g.
+    # more than two decimals), rather than that a string does not match its pattern.
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not an amount in yuan, e.g. 3884965.00") from None
 
 
 def _cancel(
@@ -108,7 +132,7 @@ def _cancel(
         quantity=quantity,
         project_id=project_id,
         cancelled_on=on,
-        cancelled_at=datetime.now(UTC),
+        cancelled_at=_now(),
     )
 
 
@@ -184,7 +208,7 @@ def trading_account(
         credit_code=credit_code,
         compliance_year=compliance_year,
         trading_account_id=trading_account_id,
-        opened_at=datetime.now(UTC),
+        opened_at=_now(),
     )
 
 
@@ -213,5 +237,72 @@ def transfer_back(
         trading_account_id=trading_account_id,
         vintage=vintage,
         allowances=allowances,
-        settled_at=datetime.now(UTC),
+        settled_at=_now(),
+    )
+
+
+@external.command("market-day")
+def market_day(
+    instrument: Annotated[str, typer.Option(help="the instrument, e.g. SHEA (allowances)")],
+    trading_date: Annotated[
+        datetime, typer.Option("--date", formats=["%Y-%m-%d"], help="the trading day")
+    ],
+    volume: Annotated[int, typer.Option(help="units traded that day")],
+    turnover: Annotated[
+        Decimal, typer.Option(parser=_yuan, metavar="YUAN", help="their value, to the fen")
+    ],
+    closed_at: Annotated[
+        datetime | None,
+        typer.Option(parser=aware_time, metavar="ISO", help="default: the date at 15:30, Shanghai"),
+    ] = None,
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+) -> None:
+    """As the exchange: an instrument's trading day closed, with its volume and turnover.
+
+    Publishes `market_day.closed`, keyed by the instrument: an auction's reserve price is
+    computed from these days."""
+    day = trading_date.date()
+    publish(
+        MarketDayClosed,
+        bootstrap,
+        instrument=instrument,
+        trading_date=day,
+        volume=volume,
+        turnover=turnover,
+        closed_at=closed_at or datetime.combine(day, EXCHANGE_CLOSE, SHANGHAI),
+    )
+
+
+@external.command("auction-payment")
+def auction_payment(
+    credit_code: CreditCode,
+    auction_id: Annotated[str, typer.Option("--auction", help="e.g. shanghai-2024-1")],
+    amount: Annotated[Decimal, typer.Option(parser=_yuan, metavar="YUAN", help="paid, to the fen")],
+    compliance_year: Annotated[
+        int, typer.Option("--year", "--compliance-year", help="the auction's compliance year")
+    ] = 2024,
+    payment_id: Annotated[
+        str | None, typer.Option(help="the exchange's payment id (default: a new one)")
+    ] = None,
+    paid_at: Annotated[
+        datetime | None,
+        typer.Option(parser=aware_time, metavar="ISO", help="default: the services' now"),
+    ] = None,
+    bootstrap: Bootstrap = "127.0.0.1:9092",
+) -> None:
+    """As the exchange: the winner paid for allowances won at an auction.
+
+    Publishes `auction_payment.confirmed`. Sent again with the same --payment-id, it is
+    applied once."""
+    at = paid_at or _now()
+    publish(
+        AuctionPaymentConfirmed,
+        bootstrap,
+        credit_code=credit_code,
+        compliance_year=compliance_year,
+        auction_id=auction_id,
+        payment_id=payment_id
+        or f"PAY-{at.astimezone(SHANGHAI):%Y%m%d}-{secrets.token_hex(3).upper()}",
+        amount=amount,
+        paid_at=at,
     )
