@@ -102,7 +102,11 @@ TOLD_TO_THE_DISTRICT = {
     "report.submitted",
     "emissions.determined",
     "surrender.completed",
+    "auction.award_cancelled",
 }
+CYCLE_WIDE = ["auction.announced", "auction.cleared", "verification.closed"]
+"""Keyed by the policy cycle, about no one entity; the notifier tells only entities and
+districts, so no one."""
 ENTITY_EVENTS = sorted(
     e
     for e, model in EVENT_MODELS.items()
@@ -119,16 +123,19 @@ async def told(notifier: Harness, recipient_type: str, recipient_id: str) -> lis
 
 
 def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
-    assert set(payloads()) == set(EVENT_MODELS) - {"verification.closed"}
+    # market_day.closed is the exchange's market data, keyed by the instrument.
+    assert set(payloads()) == set(EVENT_MODELS) - set(CYCLE_WIDE) - {"market_day.closed"}
     assert set(ENTITY_EVENTS) == set(payloads()) - {
         e for topic in catalogue().topics if topic.is_inbound for e in topic.event_types
     }
 
 
-async def test_the_close_of_a_years_verification_tells_no_entity(notifier: Harness) -> None:
+@pytest.mark.parametrize("event_type", CYCLE_WIDE)
+async def test_a_cycle_wide_event_tells_no_one(notifier: Harness, event_type: str) -> None:
     await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
-    assert await notifier.handle(example("verification.closed")) == []
-    assert [row.event_type for row in await told(notifier, "entity", CODE)] == ["entity.registered"]
+    assert await notifier.handle(example(event_type)) == []
+    everyone = await notifier.read(store.list_for, recipient_type=None, recipient_id=None, limit=10)
+    assert [row.event_type for row in everyone] == ["entity.registered", "entity.registered"]
 
 
 def test_the_notifier_subscribes_to_every_event_type_of_the_platforms_own_topics() -> None:
@@ -140,6 +147,9 @@ def test_the_notifier_subscribes_to_every_event_type_of_the_platforms_own_topics
         if not topic.is_inbound
     }
     assert {topic: set(by_type) for topic, by_type in SERVICE.handlers.items()} == expected
+    assert {"auction.won", "auction.settled", "auction.award_cancelled"} <= set(SERVICE.handlers)
+    # The exchange's market data and payments: the registry acts on them and tells of it.
+    assert not {"market_day.closed", "auction_payment.confirmed"} & set(SERVICE.handlers)
     assert all(
         handler is commands.notify
         for by_type in SERVICE.handlers.values()
@@ -247,3 +257,61 @@ async def test_allocation_notice_gives_the_surrender_deadline_in_shanghai_time(
     assert DEADLINE.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") == "2025-06-30 17:00"
     assert "before 2025-06-30 17:00" in row.message
     assert "60 allowances credited" in row.message
+
+
+async def test_an_auction_winner_is_told_the_price_the_payment_and_what_the_allowances_are_for(
+    notifier: Harness,
+) -> None:
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    await notifier.handle(payloads()["auction.won"])
+    [row] = [r for r in await told(notifier, "entity", CODE) if r.event_type == "auction.won"]
+    assert row.subject == "Won 5000 allowances at auction shanghai-2024-1"
+    # payment_due is 2025-07-03 00:00 in Shanghai, the first late instant: "by 2025-07-02".
+    assert row.message == (
+        "You won 5000 allowances at auction shanghai-2024-1 at 93.00 yuan each. Pay 465000.00 "
+        "yuan to the exchange by 2025-07-02, or the award is cancelled. They can be used only "
+        "for your 2024 surrender and cannot be transferred."
+    )
+    assert [r.event_type for r in await told(notifier, "district", "pudong")] == [
+        "entity.registered"
+    ]
+
+
+async def test_a_settled_auction_tells_the_winner_its_allowances_are_credited(
+    notifier: Harness,
+) -> None:
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    await notifier.handle(payloads()["auction.settled"])
+    [row] = [r for r in await told(notifier, "entity", CODE) if r.event_type == "auction.settled"]
+    assert row.subject == "2024 auction allowances credited"
+    assert row.message == (
+        "The exchange confirmed your payment of 465000.00 yuan: 5000 allowances won at auction "
+        "shanghai-2024-1 are credited, usable only for your 2024 surrender and not transferable."
+    )
+    assert [r.event_type for r in await told(notifier, "district", "pudong")] == [
+        "entity.registered"
+    ]
+
+
+async def test_a_cancelled_award_tells_the_winner_and_its_district(notifier: Harness) -> None:
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    await notifier.handle(payloads()["auction.award_cancelled"])
+    [entity_row] = [
+        r for r in await told(notifier, "entity", CODE) if r.event_type == "auction.award_cancelled"
+    ]
+    [district_row] = [
+        r
+        for r in await told(notifier, "district", "pudong")
+        if r.event_type == "auction.award_cancelled"
+    ]
+    assert entity_row.subject == "Auction award of 5000 allowances cancelled"
+    assert entity_row.message == (
+        "Your award of 5000 allowances at auction shanghai-2024-1 is cancelled: 465000.00 yuan "
+        "was not paid by 2025-07-02. Nothing was credited."
+    )
+    assert district_row.credit_code == CODE
+    assert district_row.subject == f"{CODE}: auction award cancelled"
+    assert district_row.message == (
+        f"{CODE} did not pay 465000.00 yuan by 2025-07-02 for the 5000 allowances it won at "
+        "auction shanghai-2024-1; the award is cancelled."
+    )

@@ -18,7 +18,9 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
     """Tell the entity, and the district bureau supervising it, what happened."""
     payload = event.payload
     if not isinstance(payload, EventPayload):
-        return  # a cycle-wide event (verification.closed) concerns no one entity
+        # A cycle-wide event (verification.closed, auction.announced, auction.cleared) concerns
+        # no one entity, and only entities and districts are told anything.
+        return
     if isinstance(payload, EntityRegistered):
         await store.set_district(
             uow.conn, credit_code=payload.credit_code, district=payload.district

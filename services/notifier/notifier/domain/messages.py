@@ -217,6 +217,35 @@ def notifications_for(
                 f"{payload.allowances} allowances of vintage {payload.vintage} moved from "
                 f"{payload.account_id} to trading account {payload.trading_account_id}.",
             )
+        case ev.AuctionWon():
+            to_entity = (
+                f"Won {payload.allowances} allowances at auction {payload.auction_id}",
+                f"You won {payload.allowances} allowances at auction {payload.auction_id} at "
+                f"{payload.price} yuan each. Pay {payload.amount_due} yuan to the exchange "
+                f"{_by(policy, payload.payment_due)}, or the award is cancelled. They can be used "
+                f"only for your {year} surrender and cannot be transferred.",
+            )
+        case ev.AuctionSettled():
+            to_entity = (
+                f"{year} auction allowances credited",
+                f"The exchange confirmed your payment of {payload.amount} yuan: "
+                f"{payload.allowances} allowances won at auction {payload.auction_id} are "
+                f"credited, usable only for your {year} surrender and not transferable.",
+            )
+        case ev.AuctionAwardCancelled():
+            by = _by(policy, payload.payment_due)
+            to_entity = (
+                f"Auction award of {payload.allowances} allowances cancelled",
+                f"Your award of {payload.allowances} allowances at auction {payload.auction_id} "
+                f"is cancelled: {payload.amount_due} yuan was not paid {by}. Nothing was "
+                "credited.",
+            )
+            to_district = (
+                f"{code}: auction award cancelled",
+                f"{code} did not pay {payload.amount_due} yuan {by} for the "
+                f"{payload.allowances} allowances it won at auction {payload.auction_id}; the "
+                "award is cancelled.",
+            )
     result: list[Notification] = []
     if to_entity:
         result.append(Notification("entity", code, *to_entity))
