@@ -14,6 +14,7 @@ from carbon_contracts.events import (
     EVENT_MODELS,
     CyclePayload,
     EventPayload,
+    MarketDayClosed,
     Payload,
     ReportSubmitted,
     VerificationApproved,
@@ -114,6 +115,8 @@ def test_encode_keys_the_record_by_the_subject(payload: Payload) -> None:
     assert outgoing.key == payload.subject.encode()
     if isinstance(payload, EventPayload):
         assert payload.subject == payload.credit_code
+    elif isinstance(payload, MarketDayClosed):
+        assert payload.subject == payload.instrument
     else:
         assert isinstance(payload, CyclePayload)
         assert payload.subject == payload.policy

@@ -78,13 +78,15 @@ def test_preallocation_matches_the_contract_example() -> None:
 def plan(
     *, requested: int, obligation: int = 24252, surrendered: int = 0, holdings: dict[int, int]
 ) -> list[tuple[int, int]]:
-    return plan_surrender(
+    surrender_only, drawn = plan_surrender(
         compliance_year=YEAR,
         requested=requested,
         obligation=obligation,
         surrendered=surrendered,
         holdings=holdings,
     )
+    assert surrender_only == 0  # none held
+    return drawn
 
 
 def test_a_surrender_draws_the_oldest_vintage_first() -> None:
@@ -181,7 +183,7 @@ def test_a_surrender_plan_covers_the_request_from_usable_vintages_only(
     usable = sum(amount for vintage, amount in holdings.items() if vintage <= year)
     remaining = obligation_ - surrendered
     try:
-        result = plan_surrender(
+        _, result = plan_surrender(
             compliance_year=year,
             requested=requested,
             obligation=obligation_,
@@ -228,7 +230,7 @@ def test_any_request_within_obligation_and_usable_holdings_is_planned(
     if usable == 0:
         return
     requested = data.draw(st.integers(min_value=1, max_value=usable))
-    result = plan_surrender(
+    _, result = plan_surrender(
         compliance_year=year,
         requested=requested,
         obligation=usable,
@@ -236,3 +238,40 @@ def test_any_request_within_obligation_and_usable_holdings_is_planned(
         holdings=holdings,
     )
     assert sum(amount for _, amount in result) == requested
+
+
+# --- surrender-only allowances (bought at auction) -------------------------------------------
+
+
+def test_surrender_only_allowances_are_drawn_first_then_the_oldest_vintage() -> None:
+    restricted, drawn = plan_surrender(
+        compliance_year=YEAR,
+        requested=7000,
+        obligation=24252,
+        surrendered=0,
+        holdings={2023: 1000, 2024: 20000},
+        surrender_only=5000,
+    )
+    assert (restricted, drawn) == (5000, [(2023, 1000), (2024, 1000)])
+
+
+def test_surrender_only_allowances_count_towards_what_is_usable() -> None:
+    restricted, drawn = plan_surrender(
+        compliance_year=YEAR,
+        requested=5500,
+        obligation=24252,
+        surrendered=0,
+        holdings={2024: 500},
+        surrender_only=5000,
+    )
+    assert (restricted, drawn) == (5000, [(2024, 500)])
+    with pytest.raises(Conflict) as refused:
+        plan_surrender(
+            compliance_year=YEAR,
+            requested=5501,
+            obligation=24252,
+            surrendered=0,
+            holdings={2024: 500},
+            surrender_only=5000,
+        )
+    assert refused.value.code == "insufficient_holdings"

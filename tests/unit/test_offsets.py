@@ -311,7 +311,7 @@ def test_offsets_count_towards_the_obligation_but_not_the_holdings() -> None:
             obligation=3000,
             surrendered=0,
             holdings={2024: 1000},
-        )
+        )[1]
 
     assert plan(1000) == [(2024, 1000)]
     with pytest.raises(Conflict) as refused:

@@ -130,10 +130,12 @@ ENTITY = _policy(
     open_account={"bureau", "entity"},
     surrender={"entity"},
     transfer={"entity"},
+    bid={"entity"},
     allocate={"bureau"},
 )
 """A covered entity in the registry: its roster entry, account, holdings and compliance; the
-entity surrenders and transfers to the exchange, the Bureau approves its allocation."""
+entity surrenders, transfers to the exchange and bids at auction, the Bureau approves its
+allocation and announces auctions."""
 
 PLAN = _policy(
     "monitoring plan", submit={"entity"}, read={"bureau", "entity", "district"}, decide={"bureau"}

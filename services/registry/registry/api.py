@@ -108,6 +108,7 @@ async def entity_status(
         account = await store.get_account(conn, credit_code=code)
         trading = await store.get_trading_account(conn, credit_code=code)
         holdings = await store.get_holdings(conn, credit_code=code)
+        surrender_only = await store.get_surrender_only(conn, credit_code=code)
         obligations = await store.list_obligations(conn, credit_code=code)
         previews = await store.list_previews(conn, credit_code=code)
     allocations = {row.compliance_year: row for row in previews}
@@ -119,7 +120,8 @@ async def entity_status(
         account_id=account.account_id if account else None,
         trading_account_id=trading.trading_account_id if trading else None,
         holdings=[Holding(vintage=v, allowances=n) for v, n in holdings.items()],
-        total_allowances=sum(holdings.values()),
+        surrender_only=[Holding(vintage=v, allowances=n) for v, n in surrender_only.items()],
+        total_allowances=sum(holdings.values()) + sum(surrender_only.values()),
         compliance=[
             _compliance_view(row, allocations.get(row.compliance_year)) for row in obligations
         ],

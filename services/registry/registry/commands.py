@@ -139,11 +139,22 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
         surrendered=due.surrendered,
         offsets_surrendered=due.offsets_surrendered,
         holdings=await store.get_holdings(uow.conn, credit_code=code),
+        surrender_only=(await store.get_surrender_only(uow.conn, credit_code=code)).get(year, 0),
         at=uow.now,
     )
     await store.use_offset_proofs(
         uow.conn, credit_code=code, compliance_year=year, proofs=list(found.values()), at=uow.now
     )
+    if done.surrender_only:
+        await store.move_surrender_only(
+            uow.conn,
+            credit_code=code,
+            vintage=year,
+            amount=-done.surrender_only,
+            kind="surrender",
+            reference=f"surrender-{year}",
+            at=uow.now,
+        )
     for vintage, amount in done.drawn:
         await store.move_allowances(
             uow.conn,
@@ -188,6 +199,7 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
         credit_code=code,
         compliance_year=year,
         surrendered_now=command.allowances + done.offsets,
+        surrender_only_drawn=done.surrender_only,
         drawn_from=[Holding(vintage=v, allowances=n) for v, n in done.drawn],
         offsets=[
             OffsetUsed(type=p.offset_type, proof_id=p.proof_id, quantity=p.quantity) for p in proofs

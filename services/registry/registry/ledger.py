@@ -219,6 +219,16 @@ async def transfer_out(uow: UnitOfWork, command: TransferOut) -> TransferReceipt
         raise Conflict(
             "no_trading_account", f"{code} has no trading account at the exchange linked yet"
         )
+    held = (await store.get_holdings(uow.conn, credit_code=code)).get(command.vintage, 0)
+    restricted = (await store.get_surrender_only(uow.conn, credit_code=code)).get(
+        command.vintage, 0
+    )
+    if held < command.allowances and restricted:
+        raise Conflict(
+            "surrender_only",
+            f"vintage {command.vintage} holds {held} transferable allowances; its other "
+            f"{restricted}, bought at auction, may only be surrendered",
+        )
     transfer_id = uuid.uuid4()
     await store.move_allowances(
         uow.conn,

@@ -12,10 +12,12 @@ from carbon_contracts.events import OffsetType, ProofId
 from carbon_contracts.types import (
     Allowances,
     ComplianceYear,
+    DecimalString,
     Flag,
     Identifier,
     TonnesCO2,
     WholeNumber,
+    Yuan,
 )
 
 
@@ -99,6 +101,9 @@ class SurrenderReceipt(_Closed):
     credit_code: str
     compliance_year: ComplianceYear
     surrendered_now: Allowances = Field(description="allowances and offsets this surrender")
+    surrender_only_drawn: Allowances = Field(
+        description="of the allowances, those bought at auction for this year, drawn first"
+    )
     drawn_from: list[Holding] = Field(description="vintages debited, oldest first")
     offsets: list[OffsetUsed] = Field(description="the offset proofs this surrender used")
     obligation: Allowances
@@ -134,8 +139,12 @@ class EntityStatus(_Closed):
     sector: str
     account_id: str | None
     trading_account_id: str | None = Field(description="its trading account at the exchange")
-    holdings: list[Holding]
-    total_allowances: Allowances
+    holdings: list[Holding] = Field(description="allowances by vintage, transferable")
+    surrender_only: list[Holding] = Field(
+        description="allowances bought at auction, by the compliance year whose surrender alone "
+        "may use them; never transferred"
+    )
+    total_allowances: Allowances = Field(description="both together")
     compliance: list[ComplianceView]
 
 
@@ -385,3 +394,85 @@ class Reconciliation(_Closed):
     journal_offsets: int
     differences: list[LedgerDifference]
     balanced: bool
+
+
+# --- auctions -----------------------------------------------------------------------------------
+
+
+class BidBody(_Closed):
+    price: Yuan = Field(description='yuan per allowance, at most two decimals, e.g. "95.00"')
+    quantity: Allowances = Field(gt=0, description="whole allowances")
+
+
+class BidRequest(BidBody):
+    auction_id: str
+    credit_code: str
+
+
+class BidChange(_Closed):
+    auction_id: str
+    bid_id: str
+    credit_code: str
+    price: Yuan | None = None
+    quantity: Allowances | None = None
+    withdraw: bool = False
+
+
+class BidView(_Closed):
+    bid_id: str
+    auction_id: str
+    credit_code: str
+    price: Yuan
+    quantity: Allowances
+    placed_at: datetime = Field(description="it ranks from here (a change places it anew)")
+    status: Literal["live", "withdrawn"]
+    filled: Allowances | None = Field(description="allowances won by this bid, once cleared")
+
+
+class ReserveView(_Closed):
+    instrument: str
+    reference_from: date
+    reference_to: date
+    multiplier: DecimalString
+    trading_days: int | None = Field(description="days with trades in the window (announced)")
+    volume: int | None
+    turnover: Yuan | None
+    price: Yuan | None = Field(description="the reserve price, fixed at the announcement")
+
+
+class AuctionResult(_Closed):
+    clearing_price: Yuan | None = Field(description="the uniform price; none when nothing sold")
+    sold: Allowances
+    bids: int
+    bid_volume: Allowances
+    bidders: int
+    winners: int
+    cleared_at: datetime
+
+
+class AuctionView(_Closed):
+    auction_id: str
+    compliance_year: ComplianceYear
+    status: Literal["planned", "announced", "cleared"]
+    volume: Allowances
+    opens_at: datetime
+    closes_at: datetime = Field(description="the first instant bids are refused")
+    bidders: str
+    bidder_cap: Allowances
+    use: str
+    payment_due: datetime = Field(description="an award still unpaid then is cancelled")
+    reserve: ReserveView
+    announced_at: datetime | None
+    result: AuctionResult | None
+
+
+class AwardView(_Closed):
+    auction_id: str
+    credit_code: str
+    allowances: Allowances
+    price: Yuan
+    amount_due: Yuan
+    status: Literal["awarded", "settled", "cancelled"]
+    payment_id: str | None
+    paid_at: datetime | None
+    closed_at: datetime | None

@@ -1,5 +1,5 @@
 """The registry service: the allowance registry of the notice (roster, accounts, allocation,
-offsets, surrender, pre-allocation, transfers with the exchange)."""
+offsets, surrender, pre-allocation, transfers with the exchange, paid auctions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from carbon_platform.context import ServiceContext, ServiceDefinition
-from registry import allocation, api, commands, ledger, store
+from registry import allocation, api, auction, commands, ledger, store
 
 ROWS_PER_TRANSACTION = 500
 
@@ -27,11 +27,15 @@ SERVICE = ServiceDefinition(
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
-    routers=[api.router, allocation.router, ledger.router],
-    handlers=commands.HANDLERS | allocation.HANDLERS | ledger.HANDLERS,
+    routers=[api.router, allocation.router, ledger.router, auction.router],
+    handlers=commands.HANDLERS | allocation.HANDLERS | ledger.HANDLERS | auction.HANDLERS,
     body_limits={
         "/roster/imports": api.ROSTER_UPLOAD_BYTES,
         "/opening-balances": api.ROSTER_UPLOAD_BYTES,
     },
-    background=[register_roster_uploads, ledger.reconcile_periodically],
+    background=[
+        register_roster_uploads,
+        ledger.reconcile_periodically,
+        auction.close_auctions_on_time,
+    ],
 )

@@ -10,12 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     Boolean,
     CheckConstraint,
     Column,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -37,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from carbon_contracts.errors import Conflict, NotFound
+from carbon_contracts.errors import Conflict, Invalid, NotFound
 from carbon_platform.db import Upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
@@ -103,8 +105,12 @@ JOURNAL_KINDS = (
     "transfer_in",  # back from the exchange
     "offset_in",  # an offset cancellation proof received for the entity
     "offset_use",  # that proof used in a surrender
+    "auction",  # bought at auction and paid: credited as surrender-only
 )
-ASSETS = ("SHEA", "CCER", "SHCERCIR1")  # allowances, and the two offset types
+# Allowances; allowances usable only for one year's surrender (bought at auction, vintage = that
+# year), never transferred; and the two offset types.
+ASSETS = ("SHEA", "SHEA_RESTRICTED", "CCER", "SHCERCIR1")
+ALLOWANCE_ASSETS = ("SHEA", "SHEA_RESTRICTED")
 
 # Every movement of allowances and offsets. Holdings of allowances (`holdings`) and of offsets
 # (unused proofs) always equal the sum of this journal; the reconciliation proves it.
@@ -280,6 +286,123 @@ transfers = Table(
     CheckConstraint("direction IN ('to_exchange', 'from_exchange')", name="ck_transfers_direction"),
     CheckConstraint("allowances > 0", name="ck_transfers_allowances"),
     Index("ix_transfers_entity", "credit_code"),
+)
+
+# Surrender-only allowances (asset SHEA_RESTRICTED): bought at auction for the compliance year
+# `vintage`, usable only in that year's surrender; no transfer or clawback touches them.
+surrender_only_holdings = Table(
+    "surrender_only_holdings",
+    metadata,
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("vintage", Integer, primary_key=True),
+    Column("balance", Integer, nullable=False),
+    CheckConstraint("balance >= 0", name="ck_surrender_only_holdings_balance"),
+)
+
+# The exchange's daily summaries per instrument (`market_day.closed`), once per day.
+market_days = Table(
+    "market_days",
+    metadata,
+    Column("instrument", String(16), primary_key=True),
+    Column("trading_date", Date, primary_key=True),
+    Column("volume", BigInteger, nullable=False),
+    Column("turnover", ScaledDecimal(2), nullable=False),
+    Column("closed_at", UtcDateTime(), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    CheckConstraint(
+        "volume >= 0 AND turnover >= 0 AND (volume = 0) = (turnover = 0)",
+        name="ck_market_days_amounts",
+    ),
+)
+
+# An auction of the policy once the Bureau announced it (its reserve fixed then), and its result.
+auctions = Table(
+    "auctions",
+    metadata,
+    Column("auction_id", String(64), primary_key=True),
+    Column("compliance_year", Integer, nullable=False),
+    Column("volume", Integer, nullable=False),
+    Column("reserve_price", ScaledDecimal(2), nullable=False),
+    Column("reference_trading_days", Integer, nullable=False),
+    Column("reference_volume", BigInteger, nullable=False),
+    Column("reference_turnover", ScaledDecimal(2), nullable=False),
+    Column("announced_by", String(128), nullable=False),
+    Column("announced_at", UtcDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("clearing_price", ScaledDecimal(2), nullable=True),
+    Column("sold", Integer, nullable=True),
+    Column("cleared_at", UtcDateTime(), nullable=True),
+    CheckConstraint("status IN ('announced', 'cleared')", name="ck_auctions_status"),
+    CheckConstraint(
+        "(status = 'cleared') = (cleared_at IS NOT NULL AND sold IS NOT NULL)",
+        name="ck_auctions_cleared",
+    ),
+    CheckConstraint(
+        "volume > 0 AND reserve_price > 0 AND (sold IS NULL OR sold BETWEEN 0 AND volume)"
+        " AND (clearing_price IS NULL OR clearing_price >= reserve_price)",
+        name="ck_auctions_amounts",
+    ),
+)
+
+# One row per bidder and auction: the allowances of its live bids together. Changed by a
+# conditional update, so that concurrent bids of one bidder never pass the cap together.
+auction_bidders = Table(
+    "auction_bidders",
+    metadata,
+    Column("auction_id", ForeignKey("auctions.auction_id"), primary_key=True),
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("committed", Integer, nullable=False),
+    CheckConstraint("committed >= 0", name="ck_auction_bidders_committed"),
+)
+
+_BIDDER = ["auction_bidders.auction_id", "auction_bidders.credit_code"]
+
+auction_bids = Table(
+    "auction_bids",
+    metadata,
+    Column("bid_id", String(36), primary_key=True),
+    Column("auction_id", String(64), nullable=False),
+    Column("credit_code", String(18), nullable=False),
+    Column("price", ScaledDecimal(2), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("placed_at", UtcDateTime(), nullable=False),  # a change places the bid anew
+    Column("status", String(16), nullable=False),
+    Column("filled", Integer, nullable=True),  # set at the clearing
+    CheckConstraint("status IN ('live', 'withdrawn')", name="ck_auction_bids_status"),
+    CheckConstraint(
+        "price > 0 AND quantity > 0 AND (filled IS NULL OR filled BETWEEN 0 AND quantity)",
+        name="ck_auction_bids_amounts",
+    ),
+    ForeignKeyConstraint(["auction_id", "credit_code"], _BIDDER),
+    Index("ix_auction_bids_bidder", "auction_id", "credit_code"),
+)
+
+# What each winner won; settled on the exchange's payment confirmation, or cancelled unpaid.
+auction_awards = Table(
+    "auction_awards",
+    metadata,
+    Column("auction_id", String(64), primary_key=True),
+    Column("credit_code", String(18), primary_key=True),
+    Column("allowances", Integer, nullable=False),
+    Column("price", ScaledDecimal(2), nullable=False),
+    Column("amount_due", ScaledDecimal(2), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("payment_id", String(64), nullable=True, unique=True),
+    Column("paid_at", UtcDateTime(), nullable=True),
+    Column("closed_at", UtcDateTime(), nullable=True),  # settled or cancelled
+    CheckConstraint(
+        "status IN ('awarded', 'settled', 'cancelled')", name="ck_auction_awards_status"
+    ),
+    CheckConstraint(
+        "(status = 'settled') = (payment_id IS NOT NULL AND paid_at IS NOT NULL)"
+        " AND (status = 'awarded') = (closed_at IS NULL)",
+        name="ck_auction_awards_closed",
+    ),
+    CheckConstraint(
+        "allowances > 0 AND amount_due = allowances * price", name="ck_auction_awards_amount"
+    ),
+    ForeignKeyConstraint(["auction_id", "credit_code"], _BIDDER),
 )
 
 # Roster uploads (CSV): every row is kept with its result, so progress survives a restart and
@@ -1316,6 +1439,7 @@ def _positions() -> Any:
     """Every amount held and every journal entry, as (entity, asset, vintage, held, journalled)."""
     zero = literal_column("0", Integer)
     no_vintage = cast(null(), Integer)
+    allowances = journal.c.asset.in_(ALLOWANCE_ASSETS)
     return union_all(
         select(
             holdings.c.credit_code,
@@ -1325,8 +1449,15 @@ def _positions() -> Any:
             zero.label("journalled"),
         ),
         select(
+            surrender_only_holdings.c.credit_code,
+            cast(literal_column("'SHEA_RESTRICTED'"), String(16)),
+            surrender_only_holdings.c.vintage,
+            surrender_only_holdings.c.balance,
+            zero,
+        ),
+        select(
             journal.c.credit_code, journal.c.asset, journal.c.vintage, zero, journal.c.amount
-        ).where(journal.c.asset == "SHEA"),
+        ).where(allowances),
         select(
             offset_proofs.c.credit_code,
             offset_proofs.c.offset_type,
@@ -1335,7 +1466,7 @@ def _positions() -> Any:
             zero,
         ).where(offset_proofs.c.used_at.is_(None)),
         select(journal.c.credit_code, journal.c.asset, no_vintage, zero, journal.c.amount).where(
-            journal.c.asset != "SHEA"
+            ~allowances
         ),
     ).subquery("positions")
 
@@ -1344,7 +1475,7 @@ async def reconcile(conn: AsyncConnection) -> LedgerCheck:
     """Compare holdings with the journal. Two statements: run them in one snapshot (a
     repeatable-read transaction on PostgreSQL; one SQLite transaction is one)."""
     positions = _positions()
-    allowances = positions.c.asset == "SHEA"
+    allowances = positions.c.asset.in_(ALLOWANCE_ASSETS)
 
     def total(column: Any, where: Any) -> Any:
         return func.coalesce(func.sum(case((where, column), else_=0)), 0)
@@ -1382,4 +1513,286 @@ async def reconcile(conn: AsyncConnection) -> LedgerCheck:
         offsets_unused=int(offsets_unused),
         journal_offsets=int(journal_offsets),
         differences=list(differences),
+    )
+
+
+# --- surrender-only holdings ------------------------------------------------------------------
+
+
+async def get_surrender_only(conn: AsyncConnection, *, credit_code: str) -> dict[int, int]:
+    """Surrender-only allowances by the compliance year they may be surrendered for."""
+    rows = await conn.execute(
+        select(surrender_only_holdings.c.vintage, surrender_only_holdings.c.balance)
+        .where(surrender_only_holdings.c.credit_code == credit_code)
+        .order_by(surrender_only_holdings.c.vintage)
+    )
+    return {row.vintage: row.balance for row in rows}
+
+
+def _credit_surrender_only(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(surrender_only_holdings)
+    return statement.on_conflict_do_update(
+        index_elements=["credit_code", "vintage"],
+        set_={"balance": surrender_only_holdings.c.balance + statement.excluded.balance},
+    )
+
+
+_CREDIT_SURRENDER_ONLY = Upsert(_credit_surrender_only)
+
+
+async def move_surrender_only(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    vintage: int,
+    amount: int,
+    kind: str,
+    reference: str,
+    at: datetime,
+) -> None:
+    """Credit or debit surrender-only allowances of a year, journalled as SHEA_RESTRICTED; a
+    debit never takes the balance below zero."""
+    if amount > 0:
+        await conn.execute(
+            _CREDIT_SURRENDER_ONLY.on(conn),
+            {"credit_code": credit_code, "vintage": vintage, "balance": amount},
+        )
+    else:
+        debited = await conn.execute(
+            update(surrender_only_holdings)
+            .where(surrender_only_holdings.c.credit_code == credit_code)
+            .where(surrender_only_holdings.c.vintage == vintage)
+            .where(surrender_only_holdings.c.balance >= -amount)
+            .values(balance=surrender_only_holdings.c.balance + amount)
+        )
+        if debited.rowcount != 1:
+            raise Conflict(
+                "insufficient_holdings",
+                f"fewer than {-amount} surrender-only allowances for {vintage} are held",
+            )
+    await _journal(
+        conn,
+        credit_code=credit_code,
+        asset="SHEA_RESTRICTED",
+        vintage=vintage,
+        kind=kind,
+        amount=amount,
+        reference=reference,
+        at=at,
+    )
+
+
+# --- auctions ---------------------------------------------------------------------------------
+
+
+async def get_market_day(conn: AsyncConnection, *, instrument: str, trading_date: date) -> Any:
+    found = await conn.execute(
+        select(market_days)
+        .where(market_days.c.instrument == instrument)
+        .where(market_days.c.trading_date == trading_date)
+    )
+    return found.first()
+
+
+async def add_market_day(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(market_days.insert().values(**values))
+
+
+async def list_market_days(
+    conn: AsyncConnection, *, instrument: str, first: date, last: date
+) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(market_days)
+            .where(market_days.c.instrument == instrument)
+            .where(market_days.c.trading_date.between(first, last))
+            .order_by(market_days.c.trading_date)
+        )
+    )
+
+
+async def get_auction(conn: AsyncConnection, *, auction_id: str, lock: bool = False) -> Any:
+    """The announced auction, or None. `lock`: shared on PostgreSQL, so that bids (which take
+    it shared) and the clearing (which updates it) exclude each other."""
+    query = select(auctions).where(auctions.c.auction_id == auction_id)
+    if lock:
+        query = query.with_for_update(read=True)
+    return (await conn.execute(query)).first()
+
+
+async def list_auctions(conn: AsyncConnection) -> list[Any]:
+    return list(await conn.execute(select(auctions).order_by(auctions.c.announced_at)))
+
+
+async def add_auction(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(auctions.insert().values(status="announced", **values))
+
+
+async def mark_cleared(
+    conn: AsyncConnection, *, auction_id: str, price: Decimal | None, sold: int, at: datetime
+) -> bool:
+    """Mark the auction cleared, once: False when another run got there first."""
+    cleared = await conn.execute(
+        update(auctions)
+        .where(auctions.c.auction_id == auction_id)
+        .where(auctions.c.status == "announced")
+        .values(status="cleared", clearing_price=price, sold=sold, cleared_at=at)
+    )
+    return cleared.rowcount == 1
+
+
+def _bidder(insert: Callable[[Table], Any]) -> Any:
+    return insert(auction_bidders).on_conflict_do_nothing(
+        index_elements=["auction_id", "credit_code"]
+    )
+
+
+_BIDDER_ROW = Upsert(_bidder)
+
+
+async def commit_to_cap(
+    conn: AsyncConnection, *, auction_id: str, credit_code: str, change: int, cap: int
+) -> int:
+    """Add `change` (negative: release) to the bidder's committed allowances if the total stays
+    within `cap`, atomically; returns what it had committed before. Invalid `over_bidder_cap`
+    otherwise."""
+    await conn.execute(
+        _BIDDER_ROW.on(conn),
+        {"auction_id": auction_id, "credit_code": credit_code, "committed": 0},
+    )
+    row = auction_bidders.c
+    changed = await conn.execute(
+        update(auction_bidders)
+        .where(row.auction_id == auction_id)
+        .where(row.credit_code == credit_code)
+        .where(row.committed + change <= cap)
+        .values(committed=row.committed + change)
+        .returning(row.committed)
+    )
+    after = changed.scalar()
+    if after is None:
+        committed = (
+            await conn.execute(
+                select(row.committed)
+                .where(row.auction_id == auction_id)
+                .where(row.credit_code == credit_code)
+            )
+        ).scalar_one()
+        raise Invalid(
+            "over_bidder_cap",
+            f"{change} more allowances with the {committed} already bid exceed the cap of "
+            f"{cap} per bidder",
+        )
+    return int(after) - change
+
+
+async def add_bid(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(auction_bids.insert().values(status="live", **values))
+
+
+async def get_bid(conn: AsyncConnection, *, auction_id: str, bid_id: str) -> Any:
+    found = await conn.execute(
+        select(auction_bids)
+        .where(auction_bids.c.auction_id == auction_id)
+        .where(auction_bids.c.bid_id == bid_id)
+    )
+    return found.first()
+
+
+async def change_bid(conn: AsyncConnection, *, bid_id: str, **values: Any) -> None:
+    await conn.execute(
+        update(auction_bids)
+        .where(auction_bids.c.bid_id == bid_id)
+        .where(auction_bids.c.status == "live")
+        .values(**values)
+    )
+
+
+async def list_bids(
+    conn: AsyncConnection, *, auction_id: str, credit_code: str | None = None
+) -> list[Any]:
+    query = select(auction_bids).where(auction_bids.c.auction_id == auction_id)
+    if credit_code is not None:
+        query = query.where(auction_bids.c.credit_code == credit_code)
+    return list(await conn.execute(query.order_by(auction_bids.c.placed_at, auction_bids.c.bid_id)))
+
+
+async def set_filled(conn: AsyncConnection, *, fills: list[dict[str, Any]]) -> None:
+    if fills:
+        await conn.execute(
+            update(auction_bids)
+            .where(auction_bids.c.bid_id == bindparam("bid"))
+            .values(filled=bindparam("filled_")),
+            fills,
+        )
+
+
+async def add_award(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(auction_awards.insert().values(status="awarded", **values))
+
+
+async def get_award(
+    conn: AsyncConnection, *, auction_id: str, credit_code: str, lock: bool = False
+) -> Any:
+    query = (
+        select(auction_awards)
+        .where(auction_awards.c.auction_id == auction_id)
+        .where(auction_awards.c.credit_code == credit_code)
+    )
+    if lock:
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def get_award_by_payment(conn: AsyncConnection, *, payment_id: str) -> Any:
+    found = await conn.execute(
+        select(auction_awards).where(auction_awards.c.payment_id == payment_id)
+    )
+    return found.first()
+
+
+async def list_awards(
+    conn: AsyncConnection, *, auction_id: str | None = None, credit_code: str | None = None
+) -> list[Any]:
+    query = select(auction_awards)
+    if auction_id is not None:
+        query = query.where(auction_awards.c.auction_id == auction_id)
+    if credit_code is not None:
+        query = query.where(auction_awards.c.credit_code == credit_code)
+    return list(
+        await conn.execute(
+            query.order_by(auction_awards.c.auction_id, auction_awards.c.credit_code)
+        )
+    )
+
+
+async def close_award(
+    conn: AsyncConnection,
+    *,
+    auction_id: str,
+    credit_code: str,
+    status: str,
+    at: datetime,
+    payment_id: str | None = None,
+    paid_at: datetime | None = None,
+) -> bool:
+    """Settle or cancel an open award, once: False when it was no longer open."""
+    closed = await conn.execute(
+        update(auction_awards)
+        .where(auction_awards.c.auction_id == auction_id)
+        .where(auction_awards.c.credit_code == credit_code)
+        .where(auction_awards.c.status == "awarded")
+        .values(status=status, closed_at=at, payment_id=payment_id, paid_at=paid_at)
+    )
+    return closed.rowcount == 1
+
+
+async def unpaid_awards_due(conn: AsyncConnection, *, auction_id: str) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(auction_awards)
+            .where(auction_awards.c.auction_id == auction_id)
+            .where(auction_awards.c.status == "awarded")
+            .order_by(auction_awards.c.credit_code)
+        )
     )

@@ -28,9 +28,11 @@ def preallocation(policy: Policy, verified_emissions: Decimal) -> int:
 
 @dataclass(frozen=True)
 class Surrendered:
-    """What one surrender does: the vintages it draws on, the offsets it uses and where the
-    obligation then stands (`surrendered` counts allowances and offsets together)."""
+    """What one surrender does: the surrender-only allowances and the vintages it draws on, the
+    offsets it uses and where the obligation then stands (`surrendered` counts allowances and
+    offsets together)."""
 
+    surrender_only: int
     drawn: list[tuple[int, int]]
     offsets: int
     surrendered: int
@@ -51,6 +53,7 @@ def surrender(
     surrendered: int,
     offsets_surrendered: int = 0,
     holdings: Mapping[int, int],
+    surrender_only: int = 0,
     at: datetime,
 ) -> Surrendered:
     """Surrender `allowances` and the checked offset proofs `offsets` against the year's
@@ -66,16 +69,18 @@ def surrender(
             already_used=offsets_surrendered,
             requested=offset_units,
         )
-    drawn = plan_surrender(
+    restricted, drawn = plan_surrender(
         compliance_year=compliance_year,
         requested=allowances,
         offsets=offset_units,
         obligation=obligation,
         surrendered=surrendered,
         holdings=holdings,
+        surrender_only=surrender_only,
     )
     total = surrendered + allowances + offset_units
     return Surrendered(
+        surrender_only=restricted,
         drawn=drawn,
         offsets=offset_units,
         surrendered=total,
@@ -94,9 +99,11 @@ def plan_surrender(
     obligation: int,
     surrendered: int,
     holdings: Mapping[int, int],
-) -> list[tuple[int, int]]:
-    """Which vintages to draw `requested` allowances from, oldest first, when `offsets` units of
-    offsets are surrendered with them.
+    surrender_only: int = 0,
+) -> tuple[int, list[tuple[int, int]]]:
+    """Where to draw `requested` allowances from when `offsets` units of offsets are surrendered
+    with them: first the `surrender_only` allowances held for this year (they serve nothing
+    else), then the vintages, oldest first. Returns (surrender-only drawn, [(vintage, drawn)]).
 
     Only vintages up to the compliance year count; a surrender may not exceed the remaining
     obligation nor the usable holdings.
@@ -112,21 +119,22 @@ def plan_surrender(
             "exceeds_obligation", f"{what} exceed the remaining obligation of {remaining}"
         )
     usable = {vintage: amount for vintage, amount in holdings.items() if vintage <= compliance_year}
-    available = sum(usable.values())
+    available = sum(usable.values()) + surrender_only
     if requested > available:
         raise Conflict(
             "insufficient_holdings",
             f"{requested} allowances requested but only {available} of vintage "
             f"{compliance_year} or earlier are held",
         )
+    restricted = min(surrender_only, requested)
     plan: list[tuple[int, int]] = []
-    left = requested
+    left = requested - restricted
     for vintage in sorted(usable):
         take = min(usable[vintage], left)
         if take:
             plan.append((vintage, take))
             left -= take
-    return plan
+    return restricted, plan
 
 
 def _ensure_not_met(compliance_year: int, obligation: int, surrendered: int) -> None:
