@@ -250,7 +250,7 @@ async def _bidding(uow: UnitOfWork, auction_id: str, code: str) -> tuple[Auction
     """The announced auction, locked shared against its clearing, and the bidder checked
     eligible: covered for the auction's year, with an open registry account."""
     auction = uow.policy.auction(auction_id)
-    announced = await store.get_auction(uow.conn, auction_id=auction_id, lock=True)
+    announced = await store.get_auction(uow.conn, auction_id=auction_id, lock="share")
     if announced is None:
         raise Conflict("not_announced", f"auction {auction_id} has not been announced")
     if announced.status != "announced":
@@ -337,7 +337,7 @@ async def clear_auction(uow: UnitOfWork, auction_id: str) -> AuctionView:
     """Clear a closed auction once (`auction.cleared`, and `auction.won` per winner); run again,
     or on another instance at the same moment, it changes nothing and shows the result."""
     auction = uow.policy.auction(auction_id)
-    announced = await store.get_auction(uow.conn, auction_id=auction_id)
+    announced = await store.get_auction(uow.conn, auction_id=auction_id, lock="update")
     if announced is None:
         raise Conflict("not_announced", f"auction {auction_id} has not been announced")
     if announced.status == "cleared":

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -1611,12 +1611,15 @@ async def list_market_days(
     )
 
 
-async def get_auction(conn: AsyncConnection, *, auction_id: str, lock: bool = False) -> Any:
-    """The announced auction, or None. `lock`: shared on PostgreSQL, so that bids (which take
-    it shared) and the clearing (which updates it) exclude each other."""
+async def get_auction(
+    conn: AsyncConnection, *, auction_id: str, lock: Literal["share", "update"] | None = None
+) -> Any:
+    """The announced auction, or None. Locked on PostgreSQL: a bid takes it `share`, the
+    clearing `update`, so the clearing waits for bids under way and then sees them all, and a
+    bid after it sees the auction cleared (SQLite serialises writers anyway)."""
     query = select(auctions).where(auctions.c.auction_id == auction_id)
-    if lock:
-        query = query.with_for_update(read=True)
+    if lock is not None:
+        query = query.with_for_update(read=lock == "share")
     return (await conn.execute(query)).first()
 
 

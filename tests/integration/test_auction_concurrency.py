@@ -1,0 +1,123 @@
+"""Auction bids under concurrency, on the real database (PostgreSQL when
+CARBON_TEST_DATABASE_URL is set, else an SQLite file): one bidder's bids racing for its cap, and
+bids racing the clearing at the close. The cap is never passed, and every bid that was accepted
+is in the clearing; a bid that loses the race is refused, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from carbon_contracts.events import MarketDayClosed
+from carbon_platform.context import ServiceContext
+from registry import auction, store
+from registry.schemas import BidRequest
+from tests.integration.test_ledger_concurrency import CODE, context, outcome, seed
+from tests.unit.support import SHANGHAI, SetClock, consumed
+
+pytestmark = pytest.mark.integration
+__all__ = ["context"]  # the fixture, shared with the ledger's races
+
+AUCTION = "shanghai-2024-1"
+CLOSES = datetime(2025, 6, 30, 11, 30, tzinfo=SHANGHAI)
+
+
+def at(context: ServiceContext, instant: datetime) -> ServiceContext:
+    """The same service on the same database, its clock stopped at `instant`."""
+    return ServiceContext(
+        name=context.name,
+        settings=context.settings,
+        engine=context.engine,
+        inbox=context.inbox,
+        outbox=context.outbox,
+        clock=SetClock(instant),
+        policy=context.policy,
+    )
+
+
+async def announced(context: ServiceContext) -> None:
+    await seed(context, held=0)
+    day = MarketDayClosed(
+        instrument="SHEA",
+        trading_date=datetime(2025, 5, 30).date(),
+        volume=1000,
+        turnover=Decimal("80000.00"),
+        closed_at=datetime(2025, 5, 30, 15, 30, tzinfo=SHANGHAI),
+    )  # reserve 1.2 x 80.00 = 96.00
+    async with context.transaction() as uow:
+        await auction.on_market_day_closed(uow, consumed(day))
+    await at(context, datetime(2025, 6, 20, tzinfo=SHANGHAI)).execute(
+        auction.announce, (AUCTION, "bureau")
+    )
+
+
+def bid(quantity: int, price: str = "96.00") -> BidRequest:
+    return BidRequest(auction_id=AUCTION, credit_code=CODE, price=Decimal(price), quantity=quantity)
+
+
+async def live_bids(context: ServiceContext) -> tuple[int, int]:
+    async with context.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.coalesce(func.sum(store.auction_bids.c.quantity), 0))
+                .where(store.auction_bids.c.auction_id == AUCTION)
+                .where(store.auction_bids.c.status == "live")
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+async def test_one_bidders_concurrent_bids_never_pass_its_cap(context: ServiceContext) -> None:
+    await announced(context)
+    bidding = at(context, CLOSES - timedelta(minutes=30))
+    outcomes = Counter(
+        await asyncio.gather(
+            *(outcome(bidding.execute(auction.place_bid, bid(3000))) for _ in range(40))
+        )
+    )
+    assert outcomes == {"done": 33, "over_bidder_cap": 7}  # 33 x 3000 = 99000 <= 100000
+    assert await live_bids(context) == (33, 99000)
+    async with context.engine.connect() as conn:
+        committed = await conn.scalar(select(store.auction_bidders.c.committed))
+    assert committed == 99000
+
+
+async def test_bids_racing_the_clearing_are_either_cleared_or_refused(
+    context: ServiceContext,
+) -> None:
+    await announced(context)
+    # Bids dated just before the close, the clearing just at it: which commits first decides.
+    bidding = at(context, CLOSES - timedelta(milliseconds=1))
+    clearing = at(context, CLOSES)
+    bids = [outcome(bidding.execute(auction.place_bid, bid(100))) for _ in range(60)]
+
+    async def clear_midway() -> Any:
+        await asyncio.sleep(0.05)
+        return await clearing.execute(auction.clear_auction, AUCTION)
+
+    *outcomes, view, again = await asyncio.gather(*bids, clear_midway(), clear_midway())
+    assert again == view  # the second clearing found the first one's result
+    counted = Counter(outcomes)
+    assert set(counted) <= {"done", "bidding_closed"}, counted
+    assert view.result is not None
+    # Every accepted bid is in the one clearing, filled; none came after it.
+    assert view.result.bids == counted["done"] == (await live_bids(context))[0]
+    assert view.result.sold == 100 * counted["done"]
+    async with context.engine.connect() as conn:
+        unfilled = await conn.scalar(
+            select(func.count())
+            .select_from(store.auction_bids)
+            .where(store.auction_bids.c.filled.is_(None))
+        )
+        clearings = await conn.scalar(
+            select(func.count())
+            .select_from(context.outbox)
+            .where(context.outbox.c.event_type == "auction.cleared")
+        )
+    assert (unfilled, clearings) == (0, 1)
