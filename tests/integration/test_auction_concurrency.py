@@ -28,15 +28,15 @@ AUCTION = "shanghai-2024-1"
 CLOSES = datetime(2025, 6, 30, 11, 30, tzinfo=SHANGHAI)
 
 
-def at(context: ServiceContext, instant: datetime) -> ServiceContext:
-    """The same service on the same database, its clock stopped at `instant`."""
+def at(context: ServiceContext, clock: SetClock) -> ServiceContext:
+    """The same service on the same database, on a clock the test sets."""
     return ServiceContext(
         name=context.name,
         settings=context.settings,
         engine=context.engine,
         inbox=context.inbox,
         outbox=context.outbox,
-        clock=SetClock(instant),
+        clock=clock,
         policy=context.policy,
     )
 
@@ -52,7 +52,7 @@ async def announced(context: ServiceContext) -> None:
     )  # reserve 1.2 x 80.00 = 96.00
     async with context.transaction() as uow:
         await auction.on_market_day_closed(uow, consumed(day))
-    await at(context, datetime(2025, 6, 20, tzinfo=SHANGHAI)).execute(
+    await at(context, SetClock(datetime(2025, 6, 20, tzinfo=SHANGHAI))).execute(
         auction.announce, (AUCTION, "bureau")
     )
 
@@ -75,7 +75,7 @@ async def live_bids(context: ServiceContext) -> tuple[int, int]:
 
 async def test_one_bidders_concurrent_bids_never_pass_its_cap(context: ServiceContext) -> None:
     await announced(context)
-    bidding = at(context, CLOSES - timedelta(minutes=30))
+    bidding = at(context, SetClock(CLOSES - timedelta(minutes=30)))
     outcomes = Counter(
         await asyncio.gather(
             *(outcome(bidding.execute(auction.place_bid, bid(3000))) for _ in range(40))
@@ -92,23 +92,36 @@ async def test_bids_racing_the_clearing_are_either_cleared_or_refused(
     context: ServiceContext,
 ) -> None:
     await announced(context)
-    # Bids dated just before the close, the clearing just at it: which commits first decides.
-    bidding = at(context, CLOSES - timedelta(milliseconds=1))
-    clearing = at(context, CLOSES)
-    bids = [outcome(bidding.execute(auction.place_bid, bid(100))) for _ in range(60)]
+    # Eight bidding loops run until they are refused. Once 40 bids are in, the clock reaches the
+    # close and the clearing starts, while bids dated just before it are still under way.
+    clock = SetClock(CLOSES - timedelta(milliseconds=1))
+    bidding = at(context, clock)
+    forty_in = asyncio.Event()
+    outcomes: Counter[str] = Counter()
 
-    async def clear_midway() -> Any:
-        await asyncio.sleep(0.05)
-        return await clearing.execute(auction.clear_auction, AUCTION)
+    async def keep_bidding() -> None:
+        while True:
+            result = await outcome(bidding.execute(auction.place_bid, bid(100)))
+            outcomes[result] += 1
+            if outcomes["done"] >= 40:
+                forty_in.set()
+            if result != "done":
+                return
 
-    *outcomes, view, again = await asyncio.gather(*bids, clear_midway(), clear_midway())
+    async def clear_amid_bids() -> Any:
+        await forty_in.wait()
+        clock.current = CLOSES
+        return await bidding.execute(auction.clear_auction, AUCTION)
+
+    *_, view, again = await asyncio.gather(
+        *(keep_bidding() for _ in range(8)), clear_amid_bids(), clear_amid_bids()
+    )
     assert again == view  # the second clearing found the first one's result
-    counted = Counter(outcomes)
-    assert set(counted) <= {"done", "bidding_closed"}, counted
+    assert outcomes["bidding_closed"] == 8 and set(outcomes) == {"done", "bidding_closed"}
     assert view.result is not None
-    # Every accepted bid is in the one clearing, filled; none came after it.
-    assert view.result.bids == counted["done"] == (await live_bids(context))[0]
-    assert view.result.sold == 100 * counted["done"]
+    # Every accepted bid is in the one clearing, filled; none was accepted after it.
+    assert view.result.bids == outcomes["done"] == (await live_bids(context))[0]
+    assert view.result.sold == 100 * outcomes["done"]
     async with context.engine.connect() as conn:
         unfilled = await conn.scalar(
             select(func.count())
