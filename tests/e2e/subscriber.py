@@ -46,7 +46,8 @@ def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
         Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(payload), key=str
     )
     assert not errors, errors
-    assert payload.get("credit_code", payload.get("policy")) == attributes["subject"]
+    # The key names the payload field it is (topics.yaml): credit_code, policy or instrument.
+    assert payload[topic.key] == attributes["subject"]
     return dict(payload)
 
 

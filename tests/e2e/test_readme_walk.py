@@ -58,6 +58,8 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
             **os.environ,
             "CARBON_JWT_SECRET": JWT_SECRET,
             "CARBON_KAFKA_BOOTSTRAP": platform.bootstrap,
+            # `carbon clock` moves this platform's clock, as it would the one `make run` starts.
+            "CARBON_VAR_DIR": str(platform.var_dir),
         },
         capture_output=True,
         text=True,
@@ -97,6 +99,9 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
         "allowances.transferred",
         "exchange_transfer.settled",
         "shcercir1.cancelled",
+        "auction.won",
+        "auction_payment.confirmed",
+        "auction.settled",
         "surrender.completed",
         "preallocation.issued",
     ):
@@ -129,3 +134,26 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
         surrendered["offsets_surrendered"],
         surrendered["offsets_by_type"],
     ) == (24252, 23052, 1200, {"SHCERCIR1": 1200})
+    assert surrendered["on_time"] is True  # in the rehearsed time, 2025-06-30 11:30
+
+    # The auction: the reserve from the market days in the window, six winners, the marginal
+    # one partly filled, the entity's award settled and the five unpaid ones cancelled.
+    assert len(events_of(platform, "market_day.closed", "SHEA")) == 4
+    [announced] = events_of(platform, "auction.announced", "shanghai-2024")
+    assert (announced["reserve_price"], announced["reference_trading_days"]) == ("92.23", 3)
+    [cleared] = events_of(platform, "auction.cleared", "shanghai-2024")
+    assert (cleared["clearing_price"], cleared["sold"], cleared["winners"]) == ("93.00", 500000, 6)
+    [won] = events_of(platform, "auction.won", CODE)
+    assert (won["allowances"], won["amount_due"], len(won["bids"])) == (5000, "465000.00", 1)
+    [marginal] = events_of(platform, "auction.won", "91310118370783735L")
+    assert marginal["allowances"] == 95000 and marginal["bids"][0]["quantity"] == 100000
+    cancelled = [
+        code
+        for code in ("91310112368370181C", "91310113368852893M", "91310114369335601Q",
+                     "91310116369818312U", "91310118370783735L")
+        if events_of(platform, "auction.award_cancelled", code)
+    ]  # fmt: skip
+    assert len(cancelled) == 5
+    assert '"surrender_only_drawn":5000' in output, output
+    assert '"code":"below_reserve"' in output and '"code":"over_bidder_cap"' in output, output
+    assert '"code":"bids_sealed"' in output and '"code":"surrender_only"' in output, output

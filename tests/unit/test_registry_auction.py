@@ -287,6 +287,8 @@ async def test_payment_credits_surrender_only_allowances_once(registry: Harness)
     await handler_refused_without_change(
         registry, payment(amount="464999.99"), Conflict, "payment_amount_mismatch"
     )
+    other_year = payment().model_copy(update={"compliance_year": 2023})
+    await handler_refused_without_change(registry, other_year, Conflict, "wrong_compliance_year")
     events = await registry.handle(payment())
     assert [e.type for e in events] == ["auction.settled"]
     assert events[0].payload["allowances"] == 5000

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -105,6 +106,12 @@ async def on_payment_confirmed(uow: UnitOfWork, event: Event[Any]) -> None:
             "payment_conflict", f"payment {paid.payment_id} was applied before with other content"
         )
     auction = uow.policy.auction(auction_id)
+    if paid.compliance_year != auction.compliance_year:
+        raise Conflict(
+            "wrong_compliance_year",
+            f"auction {auction_id} is for {auction.compliance_year}, the payment says "
+            f"{paid.compliance_year}",
+        )
     award = await store.get_award(uow.conn, auction_id=auction_id, credit_code=code, lock=True)
     if award is None:
         raise NotFound("no_award", f"{code} won nothing at auction {auction_id}")
@@ -402,9 +409,7 @@ async def clear_auction(uow: UnitOfWork, auction_id: str) -> AuctionView:
             reserve_price=announced.reserve_price,
             clearing_price=result.price,
             sold=result.sold,
-            bids=len(live),
-            bid_volume=sum(bid.quantity for bid in live),
-            bidders=len({bid.credit_code for bid in live}),
+            **asdict(rules.tally(live)),
             winners=len(result.won),
             cleared_at=uow.now,
         )
@@ -419,7 +424,7 @@ async def cancel_unpaid(uow: UnitOfWork, auction_id: str) -> int:
     if uow.now < auction.payment_due:
         return 0
     cancelled = 0
-    for award in await store.unpaid_awards_due(uow.conn, auction_id=auction_id):
+    for award in await store.list_awards(uow.conn, auction_id=auction_id, status="awarded"):
         if not await store.close_award(
             uow.conn,
             auction_id=auction_id,
@@ -452,11 +457,12 @@ async def close_auctions_on_time(context: ServiceContext) -> None:
             now = context.clock.now()
             async with context.reader.connect() as conn:
                 announced = await store.list_auctions(conn)
+                unpaid = {row.auction_id for row in await store.list_awards(conn, status="awarded")}
             for row in announced:
                 auction = context.policy.auction(row.auction_id)
                 if row.status == "announced" and now >= auction.closes_at:
                     await context.execute(clear_auction, row.auction_id)
-                elif row.status == "cleared" and now >= auction.payment_due:
+                elif row.auction_id in unpaid and now >= auction.payment_due:
                     await context.execute(cancel_unpaid, row.auction_id)
         except Exception as error:  # the database away: try again at the next tick
             log.warning("auction close check failed: %r", error)
@@ -470,15 +476,12 @@ async def _view(conn: Any, auction: Auction) -> AuctionView:
     row = await store.get_auction(conn, auction_id=auction.id)
     result = None
     if row is not None and row.status == "cleared":
-        bids = [bid for bid in await store.list_bids(conn, auction_id=auction.id)]
-        live = [bid for bid in bids if bid.status == "live"]
+        bids = await store.list_bids(conn, auction_id=auction.id)
         result = AuctionResult(
             clearing_price=row.clearing_price,
             sold=row.sold,
-            bids=len(live),
-            bid_volume=sum(bid.quantity for bid in live),
-            bidders=len({bid.credit_code for bid in live}),
-            winners=sum(1 for _ in await store.list_awards(conn, auction_id=auction.id)),
+            **asdict(rules.tally([bid for bid in bids if bid.status == "live"])),
+            winners=len(await store.list_awards(conn, auction_id=auction.id)),
             cleared_at=row.cleared_at,
         )
     return AuctionView(

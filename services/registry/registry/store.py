@@ -1755,9 +1755,15 @@ async def get_award_by_payment(conn: AsyncConnection, *, payment_id: str) -> Any
 
 
 async def list_awards(
-    conn: AsyncConnection, *, auction_id: str | None = None, credit_code: str | None = None
+    conn: AsyncConnection,
+    *,
+    auction_id: str | None = None,
+    credit_code: str | None = None,
+    status: str | None = None,
 ) -> list[Any]:
     query = select(auction_awards)
+    if status is not None:
+        query = query.where(auction_awards.c.status == status)
     if auction_id is not None:
         query = query.where(auction_awards.c.auction_id == auction_id)
     if credit_code is not None:
@@ -1788,14 +1794,3 @@ async def close_award(
         .values(status=status, closed_at=at, payment_id=payment_id, paid_at=paid_at)
     )
     return closed.rowcount == 1
-
-
-async def unpaid_awards_due(conn: AsyncConnection, *, auction_id: str) -> list[Any]:
-    return list(
-        await conn.execute(
-            select(auction_awards)
-            .where(auction_awards.c.auction_id == auction_id)
-            .where(auction_awards.c.status == "awarded")
-            .order_by(auction_awards.c.credit_code)
-        )
-    )
