@@ -11,7 +11,7 @@ ifeq ($(CI),true)
 export CARBON_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 endif
 
-.PHONY: run test setup tools lint contracts unit contract integration e2e bench bench-season clean
+.PHONY: run test setup tools lint contracts unit contract integration e2e bench bench-season bench-auction clean
 
 run: setup  ## start the whole platform on the embedded broker and SQLite
 	$(VENV)/bin/carbon up
@@ -47,6 +47,9 @@ bench: setup  ## figures against the embedded stack: latency from POST to event 
 
 bench-season: setup  ## figures of a whole compliance season end to end (BENCH_ARGS="--entities 500")
 	$(VENV)/bin/python tests/bench/season.py $(BENCH_ARGS)
+
+bench-auction: setup  ## figures of a paid auction: bids placed, the clearing (BENCH_ARGS="--bidders 5000")
+	$(VENV)/bin/python tests/bench/auction.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,8 @@ CONSUMED_BY = {
         "shcercir1.cancelled",
         "trading_account.opened",
         "exchange_transfer.settled",
+        "market_day.closed",
+        "auction_payment.confirmed",
     },
     "notifier": {topic.name for topic in catalogue().domain_topics() if not topic.is_inbound},
 }
