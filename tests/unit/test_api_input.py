@@ -245,7 +245,14 @@ def registration(**changes: object) -> dict[str, object]:
         {"district": "Pudong New Area"},
         {"colour": "green"},  # closed body: an unknown field is refused
     ],
-    ids=["flag as string", "flag as 1", "flag null", "year as string", "district", "extra"],
+    ids=[
+        "flag as string",
+        "flag as 1",
+        "flag null",
+        "year as string",
+        "district not an identifier",  # refused before the policy's code list is looked at
+        "extra",
+    ],
 )
 async def test_registration_is_strict(registry: Harness, changes: dict[str, object]) -> None:
     async with registry.client() as client:

@@ -24,6 +24,7 @@ DOCUMENTED: dict[tuple[str, str, str], set[int]] = {
     ("registry", "post", "/entities/{credit_code}/account"): {403, 404, 409},
     ("registry", "post", "/entities/{credit_code}/surrenders"): {403, 404, 409},
     ("registry", "get", "/entities/{credit_code}"): {403, 404},
+    ("registry", "get", "/districts"): {403},
     ("registry", "post", "/roster/imports"): {403, 415},
     ("registry", "get", "/roster/imports/{import_id}"): {403, 404},
     ("registry", "get", "/roster/imports/{import_id}/rows"): {403, 404},

@@ -168,6 +168,23 @@ async def test_register_entity_refuses_a_year_without_a_policy(registry: Harness
     assert await registry.outbox() == []
 
 
+async def test_register_entity_refuses_a_district_not_in_the_policy(registry: Harness) -> None:
+    # A well-formed identifier, but not one of the policy's codes (the code is `pudong`).
+    with pytest.raises(Invalid) as refused:
+        await registry.run(commands.register_entity, registration(district="pudong-new-area"))
+    assert refused.value.code == "unknown_district"
+    assert "'pudong-new-area'" in refused.value.message
+    assert "shanghai-2024" in refused.value.message
+    assert await registry.read(store.get_entity, credit_code=CODE) is None
+    assert not await registry.read(store.is_rostered, credit_code=CODE, compliance_year=2024)
+    assert await registry.outbox() == []
+
+
+async def test_register_entity_accepts_a_zone_committee(registry: Harness) -> None:
+    ran = await registry.run(commands.register_entity, registration(district="chemical-park"))
+    assert ran.events[0].payload["district"] == "chemical-park"
+
+
 async def test_register_entity_twice_conflicts_and_records_one_event(registry: Harness) -> None:
     await register(registry)
     with pytest.raises(Conflict) as refused:
@@ -634,6 +651,34 @@ async def test_an_upload_registers_each_row_alone_and_keeps_every_result(
     done = await registry.read(store.get_roster_import, import_id=uploaded.import_id)
     assert done.finished_at == registry.clock.now()
     assert [e.type for e in await registry.outbox()] == ["entity.registered"] * 2
+
+
+async def test_an_upload_refuses_a_row_whose_district_is_not_in_the_policy(
+    registry: Harness,
+) -> None:
+    first, unknown, last = make_credit_code(14), make_credit_code(15), make_credit_code(16)
+    text = "\n".join(
+        [
+            HEADER,
+            f"{first},First Ltd,lingang,power,2024",
+            f"{unknown},Unknown Ltd,nanhui,power,2024",  # merged into pudong in 2009
+            f"{last},Last Ltd,ftz-bonded,power,2024",
+        ]
+    )
+    uploaded = (await registry.run(commands.upload_roster, upload(text))).result
+    ran = await registry.run(commands.register_pending_rows, 10)
+
+    assert [e.key for e in ran.events] == [first, last]
+    [row] = await registry.read(
+        store.list_import_rows,
+        import_id=uploaded.import_id,
+        status="refused",
+        after_line=0,
+        limit=10,
+    )
+    assert (row.line, row.credit_code, row.code) == (3, unknown, "unknown_district")
+    assert "'nanhui'" in row.message
+    assert await registry.read(store.get_entity, credit_code=unknown) is None
 
 
 async def test_an_upload_is_finished_once_no_row_is_pending(registry: Harness) -> None:

@@ -230,6 +230,10 @@ class Policy(_Closed):
     compliance_year: int
     timezone: str
     source: str
+    districts: dict[Identifier, str] = Field(
+        min_length=1,
+        description="the platform's code of each district bureau and zone committee: its name",
+    )
     deadlines: Deadlines
     monitoring_plan: MonitoringPlanRules
     report: ReportRules
@@ -241,6 +245,14 @@ class Policy(_Closed):
     emission_factors: EmissionFactors
     verification: VerificationRules
     auctions: list[Auction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _lots_name_known_districts(self) -> Policy:
+        for lot in self.verification.lots:
+            unknown = [district for district in lot.districts if district not in self.districts]
+            if unknown:
+                raise ValueError(f"lot {lot.id} names unknown districts {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _auctions_of_this_year(self) -> Policy:
@@ -258,6 +270,15 @@ class Policy(_Closed):
             if auction.id == auction_id:
                 return auction
         raise NotFound("unknown_auction", f"the policy {self.cycle} has no auction {auction_id}")
+
+    def ensure_district(self, district: str) -> None:
+        """Refuse (422 `unknown_district`) a district that is not in the policy's code list."""
+        if district not in self.districts:
+            raise Invalid(
+                "unknown_district",
+                f"unknown district {district!r}: not in the districts code list of the policy"
+                f" {self.cycle}",
+            )
 
     def ensure_year(self, year: int) -> None:
         """Refuse (422 `no_policy`) work on a compliance year this policy does not govern."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from carbon_contracts.errors import NotFound
+from carbon_contracts.types import Identifier
 from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
 from carbon_platform.auth import Principal, current_principal
 from carbon_platform.context import Context
@@ -141,6 +143,20 @@ def _compliance_view(row: Any, preview: Any) -> ComplianceView:
         on_time=row.on_time,
         allocation=allocation.allocation_summary(preview) if preview else None,
     )
+
+
+class District(BaseModel):
+    code: Identifier = Field(description="the platform's code: an entity's `district`")
+    name: str = Field(description="the district bureau's district or the zone committee's zone")
+
+
+@router.get("/districts", responses=refusals(403), response_model=list[District])
+async def districts(
+    context: Context, _: Annotated[Principal, allowed(ENTITY, "read")]
+) -> list[District]:
+    """The district bureaus and zone committees an entity may be registered under, in the
+    policy's order: a registration naming any other district is refused."""
+    return [District(code=code, name=name) for code, name in context.policy.districts.items()]
 
 
 Operator = Annotated[Principal, allowed(OPERATIONS, "operate")]

@@ -48,6 +48,7 @@ async def register_entity(uow: UnitOfWork, command: Registration) -> RegisteredE
     code = checked_credit_code(command.credit_code)
     year = command.compliance_year
     uow.policy.ensure_year(year)
+    uow.policy.ensure_district(command.district)
     if await store.is_rostered(uow.conn, credit_code=code, compliance_year=year):
         raise Conflict("already_registered", f"{code} is already on the {year} roster")
     await store.register(
