@@ -49,6 +49,24 @@ def test_a_bad_token_request_is_refused_with_a_reason(arguments: list[str], reas
     assert reason in result.output
 
 
+def test_a_district_token_names_a_district_of_the_policy(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["token", "--role", "district", "--district", "lingang"])
+    assert result.exit_code == 0, result.output
+    secret = (tmp_path / "dev-jwt-secret").read_text()
+    principal = decode_token(Settings(jwt_secret=SecretStr(secret)), result.output.strip())
+    assert (principal.role, principal.district) == ("district", "lingang")
+
+
+def test_a_token_for_an_unknown_district_is_refused() -> None:
+    result = runner.invoke(app, ["token", "--role", "district", "--district", "nanhui"])
+    assert result.exit_code == 2
+    output = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert "Invalid value for --district: unknown district 'nanhui'" in output
+    assert "policy shanghai-2024" in output
+    assert "chemical-park, lingang, ftz-bonded" in output
+    assert "eyJ" not in result.output  # no token printed
+
+
 def test_topics_lists_the_whole_catalogue() -> None:
     result = runner.invoke(app, ["topics"])
     assert result.exit_code == 0

@@ -140,3 +140,30 @@ def test_commands_follow_the_default_var_dirs_clock_file(
     assert (var_dir / "clock").exists()
     assert_about(Clock.for_commands().now(), AUCTION_OPENS)
     assert_about(Clock.from_env().now(), datetime.now(UTC))  # a service not under `up`: real time
+
+
+def test_a_rehearsal_clock_can_run_faster_than_real_time(var_dir: Path) -> None:
+    service = Clock.from_env()
+    assert "60 x real time" in clock("set", AUCTION_OPENS.isoformat(), "--rate", "60")
+    before = service.now()
+    time.sleep(0.5)
+    elapsed = service.now() - before
+    assert timedelta(seconds=29) < elapsed < timedelta(seconds=60)  # about 30 s rehearsed
+
+
+def test_a_clock_started_from_the_environment_runs_at_its_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CARBON_CLOCK_FILE", raising=False)
+    monkeypatch.setenv("CARBON_CLOCK_START", AUCTION_OPENS.isoformat())
+    monkeypatch.setenv("CARBON_CLOCK_RATE", "120")
+    service = Clock.from_env()
+    assert_about(service.now(), AUCTION_OPENS)
+    time.sleep(0.5)
+    assert service.now() - AUCTION_OPENS > timedelta(seconds=59)
+
+
+def test_a_rate_out_of_range_is_refused(var_dir: Path) -> None:
+    result = runner.invoke(app, ["clock", "set", AUCTION_OPENS.isoformat(), "--rate", "0"])
+    assert result.exit_code == 2 and "rate" in result.output
+    assert not (var_dir / "clock").exists()

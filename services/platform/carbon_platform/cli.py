@@ -22,10 +22,13 @@ import typer
 from pydantic import SecretStr
 
 from carbon_contracts.catalogue import catalogue
+from carbon_contracts.errors import Invalid
+from carbon_contracts.policy import load_policy
 from carbon_platform.auth import ROLES, Role, issue_token
 from carbon_platform.broker import create_topics
 from carbon_platform.clock import (
     CLOCK_FILE,
+    MAX_RATE,
     Clock,
     aware_time,
     default_var_dir,
@@ -190,6 +193,15 @@ def token(
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="--role")
     settings = Settings(jwt_secret=SecretStr(_dev_secret(default_var_dir())))
+    if district is not None:
+        # A token for a district no entity can be registered under would see nothing.
+        policy = load_policy(settings.policy_file)
+        try:
+            policy.ensure_district(district)
+        except Invalid as refused:
+            raise typer.BadParameter(
+                f"{refused.message}; one of {', '.join(policy.districts)}", param_hint="--district"
+            ) from None
     chosen = cast(Role, role)
     try:
         typer.echo(
@@ -341,15 +353,21 @@ def clock_set(
         typer.Argument(parser=aware_time, metavar="ISO", help="e.g. 2025-06-30T09:30+08:00"),
     ],
     var_dir: ClockVarDir = None,
+    rate: Annotated[
+        float,
+        typer.Option(min=0.001, max=MAX_RATE, help="times real time, e.g. 60: a minute a second"),
+    ] = 1.0,
 ) -> None:
-    """Set the services' clock to ISO, which must carry its UTC offset; it runs on from there.
+    """Set the services' clock to ISO, which must carry its UTC offset; it runs on from there,
+    `--rate` times as fast as real time.
 
     The services of `carbon up` see it at their next request, without a restart; so do the
     timestamps `carbon external ...` defaults to. Production never follows this clock.
     """
     path = rehearsal_clock_file(var_dir)
-    set_clock_file(path, start=start)
-    typer.echo(f"{start.isoformat()} (rehearsal clock set in {path})")
+    set_clock_file(path, start=start, rate=rate)
+    pace = "" if rate == 1 else f", {rate:g} x real time"
+    typer.echo(f"{start.isoformat()} (rehearsal clock set in {path}{pace})")
 
 
 @clock.command("show")
@@ -357,7 +375,7 @@ def clock_show(var_dir: ClockVarDir = None) -> None:
     """Print the services' time: the rehearsal clock's, or "real time" when none is set."""
     path = rehearsal_clock_file(var_dir)
     try:
-        start, _ = read_clock_file(path)
+        start = read_clock_file(path).start
     except FileNotFoundError:
         typer.echo("real time")
         return
