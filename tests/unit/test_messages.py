@@ -9,7 +9,7 @@ import pytest
 from carbon_contracts import events as ev
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.policy import default_policy_path, load_policy
-from notifier.domain.messages import Notification, notifications_for
+from notifier.domain.messages import Notification, district_notice, notifications_for
 from tests.support import EXAMPLE_FILES, example, load_example
 
 POLICY = load_policy(default_policy_path())
@@ -97,6 +97,19 @@ def test_no_district_notification_without_a_known_district(payload: ev.EventPayl
     notes = notifications_for(payload, district=None, policy=POLICY)
     assert [n.recipient_type for n in notes] == ["entity"]
     assert notes[0] == to_entity(payload, district="pudong")
+
+
+@pytest.mark.parametrize("payload", EXAMPLES)
+def test_the_district_notice_kept_before_the_district_is_known_is_the_one_it_would_get(
+    payload: ev.EventPayload,
+) -> None:
+    told = [
+        (n.subject, n.message)
+        for n in notifications_for(payload, district="pudong", policy=POLICY)
+        if n.recipient_type == "district"
+    ]
+    kept = district_notice(payload, policy=POLICY)
+    assert ([kept] if kept else []) == told
 
 
 def test_the_district_notification_goes_to_the_district_given() -> None:

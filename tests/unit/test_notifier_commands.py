@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import (
@@ -20,11 +22,14 @@ from carbon_contracts.events import (
     VerificationApproved,
     VerificationAssigned,
 )
+from carbon_platform import metrics
 from notifier import commands, store
+from notifier.domain.messages import notifications_for
 from registry.domain.credit_code import make_credit_code
 from tests.support import example
 from tests.unit.support import (
     DEADLINE,
+    POLICY,
     SHANGHAI,
     Harness,
     consumed,
@@ -120,6 +125,31 @@ async def told(notifier: Harness, recipient_type: str, recipient_id: str) -> lis
         store.list_for, recipient_type=recipient_type, recipient_id=recipient_id, limit=100
     )
     return list(reversed(rows))  # oldest first
+
+
+async def waiting(conn: AsyncConnection) -> list[Any]:
+    return list(await conn.execute(select(store.pending_district_notices)))
+
+
+def telling_the_district() -> list[Any]:
+    """One event of each type that tells the district, in a form that does: a late account, an
+    allocation that leaves allowances owed."""
+    every = payloads()
+    return [
+        *(
+            pytest.param(every[e], id=e)
+            for e in sorted(TOLD_TO_THE_DISTRICT - {"entity.registered"})
+        ),
+        pytest.param(
+            every["account.opened"].model_copy(update={"on_time": False}), id="account.opened-late"
+        ),
+        pytest.param(
+            every["allocation.issued"].model_copy(
+                update={"allowances": 0, "clawed_back": 12, "owed": 7}
+            ),
+            id="allocation.issued-owed",
+        ),
+    ]
 
 
 def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
@@ -315,3 +345,88 @@ async def test_a_cancelled_award_tells_the_winner_and_its_district(notifier: Har
         f"{CODE} did not pay 465000.00 yuan by 2025-07-02 for the 5000 allowances it won at "
         "auction shanghai-2024-1; the award is cancelled."
     )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["event", "event", "registered", "registered"],
+        ["event", "registered", "event", "registered"],
+        ["event", "registered", "registered", "event"],
+    ],
+    ids="-".join,
+)
+@pytest.mark.parametrize("payload", telling_the_district())
+async def test_a_district_notice_of_an_event_before_the_registration_is_told_once_it_comes(
+    notifier: Harness, payload: EventPayload, order: list[str]
+) -> None:
+    event = consumed(payload)
+    registered = consumed(entity_registered(CODE, district="jinshan", at=AT))
+    received = notifier.clock.now()
+    counted = metrics.NOTIFICATIONS.labels("district")._value.get()
+
+    for step, which in enumerate(order):
+        notifier.clock.current = received + timedelta(minutes=step)
+        await notifier.handle(event if which == "event" else registered)
+        if step == 0:  # the entity is told at once; the district waits for its name
+            [entity_row] = await told(notifier, "entity", CODE)
+            assert (entity_row.event_id, entity_row.created_at) == (event.id, received)
+            assert await told(notifier, "district", "jinshan") == []
+            assert [row.event_id for row in await notifier.read(waiting)] == [event.id]
+
+    [expected] = [
+        n
+        for n in notifications_for(payload, district="jinshan", policy=POLICY)
+        if n.recipient_type == "district"
+    ]
+    district_rows = await told(notifier, "district", "jinshan")
+    assert [(row.event_type, row.event_id) for row in district_rows] == [
+        (payload.EVENT, event.id),
+        ("entity.registered", registered.id),
+    ]
+    waited = district_rows[0]
+    assert (waited.credit_code, waited.subject, waited.message) == (
+        CODE,
+        expected.subject,
+        expected.message,
+    )
+    assert waited.created_at == received  # dated when the event was received
+    assert [row.event_id for row in await told(notifier, "entity", CODE)] == [
+        event.id,
+        registered.id,
+    ]
+    assert await notifier.read(waiting) == []
+    # Counted once each: the waiting notice and the roster's, not the repeats.
+    assert metrics.NOTIFICATIONS.labels("district")._value.get() == counted + 2
+
+
+async def test_a_waiting_notice_is_told_only_when_its_own_entity_registers(
+    notifier: Harness,
+) -> None:
+    other = make_credit_code(2)
+    await notifier.handle(payloads()["report.submitted"])
+    await notifier.handle(payloads(other)["surrender.completed"])
+    await notifier.handle(entity_registered(other, district="minhang", at=AT))
+    assert [row.event_type for row in await told(notifier, "district", "minhang")] == [
+        "surrender.completed",
+        "entity.registered",
+    ]
+    [still_waiting] = await notifier.read(waiting)
+    assert (still_waiting.credit_code, still_waiting.event_type) == (CODE, "report.submitted")
+
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
+        "report.submitted",
+        "entity.registered",
+    ]
+    assert await notifier.read(waiting) == []
+
+
+async def test_an_event_that_tells_no_district_leaves_nothing_waiting(notifier: Harness) -> None:
+    await notifier.handle(payloads()["verification.approved"])
+    await notifier.handle(payloads(on_time=True)["account.opened"])
+    assert await notifier.read(waiting) == []
+    await notifier.handle(entity_registered(CODE, district="pudong", at=AT))
+    assert [row.event_type for row in await told(notifier, "district", "pudong")] == [
+        "entity.registered"
+    ]

@@ -11,32 +11,56 @@ from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
 from notifier import store
-from notifier.domain.messages import notifications_for
+from notifier.domain.messages import district_notice, notifications_for
 
 
 async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
-    """Tell the entity, and the district bureau supervising it, what happened."""
+    """Tell the entity, and the district bureau supervising it, what happened. A district notice
+    of an event handled before the entity's entity.registered waits for it."""
     payload = event.payload
     if not isinstance(payload, EventPayload):
         # A cycle-wide event (verification.closed, auction.announced, auction.cleared) concerns
         # no one entity, and only entities and districts are told anything.
         return
+    code = payload.credit_code
+    told: list[str] = []
     if isinstance(payload, EntityRegistered):
-        await store.set_district(
-            uow.conn, credit_code=payload.credit_code, district=payload.district
+        district: str | None = payload.district
+        # Under the lock, a notice kept by a transaction still open now is committed before we
+        # take the waiting notices.
+        await store.lock_supervision(uow.conn, credit_code=code)
+        await store.set_district(uow.conn, credit_code=code, district=payload.district)
+        told += await store.tell_district_what_waited(
+            uow.conn, credit_code=code, district=payload.district
         )
-    district = await store.district_of(uow.conn, credit_code=payload.credit_code)
-    items = notifications_for(payload, district=district, policy=uow.policy)
-    await store.record(
+    else:
+        district = await store.district_of(uow.conn, credit_code=code)
+        if district is None and (notice := district_notice(payload, policy=uow.policy)):
+            await store.lock_supervision(uow.conn, credit_code=code)
+            # Read again under the lock: an entity.registered still open at the first read has
+            # committed by now, and then the district is told at once.
+            district = await store.district_of(uow.conn, credit_code=code)
+            if district is None:
+                subject, message = notice
+                await store.keep_for_district(
+                    uow.conn,
+                    credit_code=code,
+                    event_id=event.id,
+                    event_type=event.type,
+                    subject=subject,
+                    message=message,
+                    at=uow.now,
+                )
+    told += await store.record(
         uow.conn,
-        items=items,
-        credit_code=payload.credit_code,
+        items=notifications_for(payload, district=district, policy=uow.policy),
+        credit_code=code,
         event_id=event.id,
         event_type=event.type,
         at=uow.now,
     )
-    for item in items:
-        uow.on_commit(metrics.NOTIFICATIONS.labels(item.recipient_type).inc)
+    for recipient_type in told:
+        uow.on_commit(metrics.NOTIFICATIONS.labels(recipient_type).inc)
 
 
 # Not the inbound topics: what an external system claims is told once the registry acts on it.

@@ -38,6 +38,25 @@ def notifications_for(
     payload: ev.EventPayload, *, district: str | None, policy: Policy
 ) -> list[Notification]:
     """The notifications one event gives rise to; the district is told where it supervises."""
+    to_entity, to_district = _texts(payload, policy)
+    result: list[Notification] = []
+    if to_entity:
+        result.append(Notification("entity", payload.credit_code, *to_entity))
+    if to_district and district:
+        result.append(Notification("district", district, *to_district))
+    return result
+
+
+def district_notice(payload: ev.EventPayload, *, policy: Policy) -> tuple[str, str] | None:
+    """The subject and message the entity's district is told of the event, if any. The texts
+    never name the district, so they can be kept until the district is known."""
+    return _texts(payload, policy)[1]
+
+
+def _texts(
+    payload: ev.EventPayload, policy: Policy
+) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(subject, message) for the entity and for its district; None where one is not told."""
     code, year = payload.credit_code, payload.compliance_year
     to_entity: tuple[str, str] | None = None
     to_district: tuple[str, str] | None = None
@@ -246,9 +265,4 @@ def notifications_for(
                 f"{payload.allowances} allowances it won at auction {payload.auction_id}; the "
                 "award is cancelled.",
             )
-    result: list[Notification] = []
-    if to_entity:
-        result.append(Notification("entity", code, *to_entity))
-    if to_district and district:
-        result.append(Notification("district", district, *to_district))
-    return result
+    return to_entity, to_district
