@@ -76,6 +76,12 @@ DOCUMENTED: dict[tuple[str, str, str], set[int]] = {
     ("verification", "post", "/years/{year}/close"): {403, 409},
     ("verification", "get", "/years/{year}"): {403},
     ("notifier", "get", "/notifications"): {403},
+    ("notifier", "post", "/subscriptions"): {403},
+    ("notifier", "get", "/subscriptions"): {403},
+    ("notifier", "delete", "/subscriptions/{subscription_id}"): {403, 404},
+    ("notifier", "get", "/deliveries"): {403},
+    ("notifier", "get", "/deliveries/{delivery_id}/attempts"): {403, 404},
+    ("notifier", "post", "/deliveries/{delivery_id}/replay"): {403, 404, 409},
 }
 PUBLIC: dict[tuple[str, str, str], set[int]] = {
     ("reporting", "get", "/factors"): set(),
@@ -165,6 +171,7 @@ async def test_created_and_accepted_routes_document_their_status(
         ("reporting", "post", "/determinations"): "201",
         ("reporting", "post", "/monitoring-plans"): "201",
         ("reporting", "post", "/monitoring-plans/{plan_id}/versions"): "201",
+        ("notifier", "post", "/subscriptions"): "201",
     }
     for key, operation in operations(name, document).items():
         if key in created:

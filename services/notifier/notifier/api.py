@@ -1,18 +1,39 @@
-"""Notifier HTTP API: each recipient reads its own notifications."""
+"""Notifier HTTP API: each recipient reads its own notifications, subscribes webhooks and e-mail
+addresses to them, and sees (and replays) their deliveries."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import uuid4
 
 from fastapi import APIRouter, Query
 
-from carbon_contracts.errors import Invalid
-from carbon_platform.access import NOTIFICATION, allowed
+from carbon_contracts.errors import Conflict, Forbidden, Invalid, NotFound
+from carbon_platform.access import NOTIFICATION, AccessPolicy, Owner, allowed
 from carbon_platform.auth import Principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
 from notifier import store
-from notifier.schemas import NotificationView
+from notifier.schemas import (
+    CreatedSubscription,
+    DeliveryAttemptView,
+    DeliveryView,
+    NotificationView,
+    Subscribe,
+    SubscriptionView,
+)
+
+DELIVERY = AccessPolicy(
+    "notification delivery",
+    {
+        action: frozenset({"bureau", "entity", "district"})
+        for action in ("subscribe", "read", "replay")
+    },
+)
+"""Where a recipient's notifications are sent (its subscriptions) and how that went (its
+deliveries): the recipient's own (an entity, or a district bureau), and any for the Bureau."""
 
 router = APIRouter(tags=["notifier"])
 
@@ -39,3 +60,181 @@ async def list_notifications(
             conn, recipient_type=recipient_type, recipient_id=recipient_id, limit=limit
         )
     return [NotificationView.model_validate(row, from_attributes=True) for row in rows]
+
+
+Recipient = Literal["entity", "district"]
+
+
+def _own(
+    principal: Principal, policy: AccessPolicy, action: str
+) -> tuple[Recipient | None, str | None]:
+    """The recipient a caller acts for: itself, or (the Bureau) None, None for any."""
+    scope = policy.scope(principal, action)
+    if scope.credit_code:
+        return "entity", scope.credit_code
+    if scope.district:
+        return "district", scope.district
+    return None, None
+
+
+def _owner(recipient_type: str, recipient_id: str) -> Owner:
+    if recipient_type == "entity":
+        return Owner(credit_code=recipient_id)
+    return Owner(district=recipient_id)
+
+
+def _subscription(row: Any) -> SubscriptionView:
+    return SubscriptionView.model_validate(row, from_attributes=True)
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    responses=refusals(403),
+    response_model=CreatedSubscription,
+)
+async def subscribe(
+    body: Subscribe,
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "subscribe")],
+) -> CreatedSubscription:
+    """A recipient subscribes a webhook or an e-mail address to its notifications (the Bureau
+    names the recipient). A webhook's signing secret is in this answer only."""
+    recipient_type, recipient_id = _own(principal, DELIVERY, "subscribe")
+    if recipient_type is None:
+        if not (body.recipient_type and body.recipient_id):
+            raise Invalid("invalid_request", "the Bureau names recipient_type and recipient_id")
+        recipient_type, recipient_id = body.recipient_type, body.recipient_id
+    elif (body.recipient_type, body.recipient_id) not in (
+        (None, None),
+        (recipient_type, recipient_id),
+    ):
+        raise Forbidden("forbidden", "a recipient subscribes only for itself")
+    assert recipient_id is not None
+    DELIVERY.check(principal, "subscribe", _owner(recipient_type, recipient_id))
+    secret = secrets.token_hex(32) if body.channel == "webhook" else None
+    subscription_id = str(uuid4())
+    async with context.transaction() as uow:
+        await store.add_subscription(
+            uow.conn,
+            subscription_id=subscription_id,
+            recipient_type=recipient_type,
+            recipient_id=recipient_id,
+            channel=body.channel,
+            url=getattr(body, "url", None),
+            address=getattr(body, "address", None),
+            secret=secret,
+            at=uow.now,
+        )
+        row = await store.get_subscription(uow.conn, subscription_id=subscription_id)
+    return CreatedSubscription(**_subscription(row).model_dump(), secret=secret)
+
+
+@router.get("/subscriptions", responses=refusals(403), response_model=list[SubscriptionView])
+async def list_subscriptions(
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "read")],
+    recipient_type: Literal["entity", "district"] | None = None,
+    recipient_id: str | None = None,
+) -> list[SubscriptionView]:
+    """A recipient's active subscriptions (the Bureau may filter any); never their secrets."""
+    own_type, own_id = _own(principal, DELIVERY, "read")
+    if own_type:
+        recipient_type, recipient_id = own_type, own_id
+    async with context.reader.connect() as conn:
+        rows = await store.list_subscriptions(
+            conn, recipient_type=recipient_type, recipient_id=recipient_id
+        )
+    return [_subscription(row) for row in rows]
+
+
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    responses=refusals(403, 404),
+    response_model=SubscriptionView,
+)
+async def unsubscribe(
+    subscription_id: str,
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "subscribe")],
+) -> SubscriptionView:
+    """Stop a subscription; its deliveries still waiting are cancelled. Answers what was
+    deleted."""
+    async with context.transaction() as uow:
+        row = await store.get_subscription(uow.conn, subscription_id=subscription_id)
+        if row is None:
+            raise NotFound("subscription_not_found", f"no subscription {subscription_id}")
+        DELIVERY.check(principal, "subscribe", _owner(row.recipient_type, row.recipient_id))
+        await store.delete_subscription(uow.conn, subscription_id=subscription_id, at=uow.now)
+    return _subscription(row)
+
+
+@router.get("/deliveries", responses=refusals(403), response_model=list[DeliveryView])
+async def list_deliveries(
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "read")],
+    status: Literal["pending", "delivered", "failed", "cancelled"] | None = None,
+    recipient_type: Literal["entity", "district"] | None = None,
+    recipient_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[DeliveryView]:
+    """Newest first: a recipient's own deliveries, the Bureau's pick of any."""
+    own_type, own_id = _own(principal, DELIVERY, "read")
+    if own_type:
+        recipient_type, recipient_id = own_type, own_id
+    async with context.reader.connect() as conn:
+        rows = await store.list_deliveries(
+            conn,
+            status=status,
+            recipient_type=recipient_type,
+            recipient_id=recipient_id,
+            limit=limit,
+        )
+    return [DeliveryView.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get(
+    "/deliveries/{delivery_id}/attempts",
+    responses=refusals(403, 404),
+    response_model=list[DeliveryAttemptView],
+)
+async def delivery_attempts(
+    delivery_id: int,
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "read")],
+) -> list[DeliveryAttemptView]:
+    """Every attempt at a delivery, oldest first, replays included."""
+    async with context.reader.connect() as conn:
+        row = await store.get_delivery(conn, delivery_id=delivery_id)
+        if row is None:
+            raise NotFound("delivery_not_found", f"no delivery {delivery_id}")
+        DELIVERY.check(principal, "read", _owner(row.recipient_type, row.recipient_id))
+        attempts = await store.attempts_of(conn, delivery_id=delivery_id)
+    return [DeliveryAttemptView.model_validate(a, from_attributes=True) for a in attempts]
+
+
+@router.post(
+    "/deliveries/{delivery_id}/replay",
+    responses=refusals(403, 404, 409),
+    response_model=DeliveryView,
+)
+async def replay_delivery(
+    delivery_id: int,
+    context: Context,
+    principal: Annotated[Principal, allowed(DELIVERY, "replay")],
+) -> DeliveryView:
+    """A failed delivery is tried again from its first attempt, now; its log keeps the
+    attempts that failed."""
+    async with context.transaction() as uow:
+        row = await store.get_delivery(uow.conn, delivery_id=delivery_id)
+        if row is None:
+            raise NotFound("delivery_not_found", f"no delivery {delivery_id}")
+        DELIVERY.check(principal, "replay", _owner(row.recipient_type, row.recipient_id))
+        if row.status != "failed":
+            raise Conflict("delivery_not_failed", f"delivery {delivery_id} is {row.status}")
+        if await store.get_subscription(uow.conn, subscription_id=row.subscription_id) is None:
+            raise Conflict("subscription_deleted", "the delivery's subscription was deleted")
+        # Retries run on real time, not the domain clock.
+        await store.replay(uow.conn, delivery_id=delivery_id, now=datetime.now(UTC))
+        replayed = await store.get_delivery(uow.conn, delivery_id=delivery_id)
+    return DeliveryView.model_validate(replayed, from_attributes=True)

@@ -1,12 +1,12 @@
-"""The notifier service: notices to entities and their district bureaus
-(consumes every public topic)."""
+"""The notifier service: notices to entities and their district bureaus (consumes every public
+topic), delivered to their webhooks and e-mail addresses too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
-from notifier import api, commands, store
+from notifier import api, commands, delivery, store
 
 SERVICE = ServiceDefinition(
     name="notifier",
@@ -17,4 +17,5 @@ SERVICE = ServiceDefinition(
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
     routers=[api.router],
     handlers=commands.HANDLERS,
+    background=[delivery.deliver_pending],
 )

@@ -1,14 +1,16 @@
-"""Notifier tables: where each entity is supervised, the notifications recorded, and the district
-notices waiting for an entity's district to be known."""
+"""Notifier tables: where each entity is supervised, the notifications recorded, the district
+notices waiting for an entity's district to be known, and the delivery of notifications to the
+webhooks and e-mail addresses recipients subscribe."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    Index,
     Integer,
     MetaData,
     String,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +67,59 @@ pending_district_notices = Table(
     Column("received_at", UtcDateTime(), nullable=False),
 )
 
+# Where a recipient wants its notifications sent besides the in-platform list. A webhook's
+# secret signs every request to it; it is shown once, when the subscription is created.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("recipient_type", String(16), nullable=False),
+    Column("recipient_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("url", String(2048), nullable=True),
+    Column("address", String(254), nullable=True),
+    Column("secret", String(64), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("deleted_at", UtcDateTime(), nullable=True),
+    Index("ix_subscriptions_recipient", "recipient_type", "recipient_id"),
+)
+
+# One notification to one subscription: written with the notification (an outbox of sorts), sent
+# by the deliver_pending task. A row being sent has next_attempt_at pushed past the send's
+# timeout (its claim), so another instance takes it only if this one died mid-send.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", Integer, nullable=False),
+    Column("subscription_id", String(36), nullable=False),
+    Column("recipient_type", String(16), nullable=False),
+    Column("recipient_id", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("delivered_at", UtcDateTime(), nullable=True),
+    UniqueConstraint("notification_id", "subscription_id", name="uq_deliveries_once"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+# Every attempt at a delivery, kept when a failed delivery is replayed.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_delivery_attempts_delivery", "delivery_id"),
+)
+
 
 def _supervise(insert: Callable[[Table], Any]) -> Any:
     statement = insert(supervision)
@@ -78,7 +134,7 @@ def _notify(insert: Callable[[Table], Any]) -> Any:
     return (
         insert(notifications)
         .on_conflict_do_nothing(index_elements=["recipient_type", "recipient_id", "event_id"])
-        .returning(notifications.c.recipient_type)
+        .returning(notifications.c.id, notifications.c.recipient_type, notifications.c.recipient_id)
     )
 
 
@@ -197,9 +253,53 @@ async def tell_district_what_waited(
 
 
 async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert the notices and, in the same transaction, one pending delivery of each new one to
+    every active subscription of its recipient; returns the recipient type of each one new."""
     if not rows:
         return []
-    return list((await conn.execute(_NOTIFY.on(conn), rows)).scalars())
+    inserted = list(await conn.execute(_NOTIFY.on(conn), rows))
+    await _queue_deliveries(conn, inserted)
+    return [row.recipient_type for row in inserted]
+
+
+async def _queue_deliveries(conn: AsyncConnection, inserted: Sequence[Any]) -> None:
+    if not inserted:
+        return
+    recipients = {(row.recipient_type, row.recipient_id) for row in inserted}
+    active = list(
+        await conn.execute(
+            select(subscriptions).where(
+                subscriptions.c.deleted_at.is_(None),
+                tuple_(subscriptions.c.recipient_type, subscriptions.c.recipient_id).in_(
+                    recipients
+                ),
+            )
+        )
+    )
+    if not active:
+        return
+    # Retries run on real time, not the domain clock (which a test or a replay may set anywhere).
+    due = datetime.now(UTC)
+    await conn.execute(
+        deliveries.insert(),
+        [
+            {
+                "notification_id": row.id,
+                "subscription_id": subscription.id,
+                "recipient_type": row.recipient_type,
+                "recipient_id": row.recipient_id,
+                "channel": subscription.channel,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": due,
+                "created_at": due,
+            }
+            for row in inserted
+            for subscription in active
+            if (subscription.recipient_type, subscription.recipient_id)
+            == (row.recipient_type, row.recipient_id)
+        ],
+    )
 
 
 async def list_for(
@@ -211,3 +311,199 @@ async def list_for(
     if recipient_id:
         query = query.where(notifications.c.recipient_id == recipient_id)
     return list(await conn.execute(query))
+
+
+# --- subscriptions and deliveries -------------------------------------------------------------
+
+
+async def add_subscription(
+    conn: AsyncConnection,
+    *,
+    subscription_id: str,
+    recipient_type: str,
+    recipient_id: str,
+    channel: str,
+    url: str | None,
+    address: str | None,
+    secret: str | None,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        subscriptions.insert(),
+        {
+            "id": subscription_id,
+            "recipient_type": recipient_type,
+            "recipient_id": recipient_id,
+            "channel": channel,
+            "url": url,
+            "address": address,
+            "secret": secret,
+            "created_at": at,
+        },
+    )
+
+
+async def get_subscription(conn: AsyncConnection, *, subscription_id: str) -> Any | None:
+    """An active subscription (a deleted one is gone for its recipient)."""
+    return (
+        await conn.execute(
+            select(subscriptions).where(
+                subscriptions.c.id == subscription_id, subscriptions.c.deleted_at.is_(None)
+            )
+        )
+    ).first()
+
+
+async def list_subscriptions(
+    conn: AsyncConnection, *, recipient_type: str | None, recipient_id: str | None
+) -> list[Any]:
+    query = (
+        select(subscriptions)
+        .where(subscriptions.c.deleted_at.is_(None))
+        .order_by(subscriptions.c.created_at, subscriptions.c.id)
+    )
+    if recipient_type:
+        query = query.where(subscriptions.c.recipient_type == recipient_type)
+    if recipient_id:
+        query = query.where(subscriptions.c.recipient_id == recipient_id)
+    return list(await conn.execute(query))
+
+
+async def delete_subscription(conn: AsyncConnection, *, subscription_id: str, at: datetime) -> None:
+    """Stop the subscription: nothing more is queued for it, and what waits is cancelled (a
+    failed delivery stays failed, for the record)."""
+    await conn.execute(
+        subscriptions.update()
+        .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted_at.is_(None))
+        .values(deleted_at=at)
+    )
+    await conn.execute(
+        deliveries.update()
+        .where(deliveries.c.subscription_id == subscription_id, deliveries.c.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+async def claim_due(
+    conn: AsyncConnection, *, now: datetime, until: datetime, limit: int
+) -> list[Any]:
+    """Take up to `limit` pending deliveries due by `now` and hold them until `until` (past the
+    send's timeout); returns what sending needs. On PostgreSQL rows another instance is claiming
+    are skipped, not waited for; SQLite serialises writers."""
+    due = (
+        select(deliveries.c.id)
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await conn.execute(due)).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        deliveries.update().where(deliveries.c.id.in_(ids)).values(next_attempt_at=until)
+    )
+    query = (
+        select(
+            deliveries.c.id,
+            deliveries.c.attempts,
+            deliveries.c.channel,
+            subscriptions.c.url,
+            subscriptions.c.address,
+            subscriptions.c.secret,
+            notifications.c.recipient_type,
+            notifications.c.recipient_id,
+            notifications.c.credit_code,
+            notifications.c.event_type,
+            notifications.c.event_id,
+            notifications.c.subject,
+            notifications.c.message,
+            notifications.c.created_at,
+        )
+        .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
+        .join(notifications, notifications.c.id == deliveries.c.notification_id)
+        .where(deliveries.c.id.in_(ids))
+        .order_by(deliveries.c.id)
+    )
+    return list(await conn.execute(query))
+
+
+async def record_attempt(
+    conn: AsyncConnection,
+    *,
+    delivery_id: int,
+    attempt: int,
+    at: datetime,
+    outcome: str,
+    http_status: int | None,
+    error: str | None,
+    duration_ms: int,
+    status: str,
+    next_attempt_at: datetime,
+) -> None:
+    """Log one attempt and move the delivery on: delivered, pending again, or failed. A delivery
+    cancelled meanwhile (its subscription deleted) stays cancelled."""
+    await conn.execute(
+        delivery_attempts.insert(),
+        {
+            "delivery_id": delivery_id,
+            "attempt": attempt,
+            "at": at,
+            "outcome": outcome,
+            "http_status": http_status,
+            "error": error[:500] if error else None,
+            "duration_ms": duration_ms,
+        },
+    )
+    await conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+        .values(
+            status=status,
+            attempts=attempt,
+            next_attempt_at=next_attempt_at,
+            delivered_at=at if status == "delivered" else None,
+        )
+    )
+
+
+async def get_delivery(conn: AsyncConnection, *, delivery_id: int) -> Any | None:
+    return (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))).first()
+
+
+async def list_deliveries(
+    conn: AsyncConnection,
+    *,
+    status: str | None,
+    recipient_type: str | None,
+    recipient_id: str | None,
+    limit: int,
+) -> list[Any]:
+    query = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(deliveries.c.status == status)
+    if recipient_type:
+        query = query.where(deliveries.c.recipient_type == recipient_type)
+    if recipient_id:
+        query = query.where(deliveries.c.recipient_id == recipient_id)
+    return list(await conn.execute(query))
+
+
+async def attempts_of(conn: AsyncConnection, *, delivery_id: int) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(delivery_attempts)
+            .where(delivery_attempts.c.delivery_id == delivery_id)
+            .order_by(delivery_attempts.c.id)
+        )
+    )
+
+
+async def replay(conn: AsyncConnection, *, delivery_id: int, now: datetime) -> bool:
+    """A failed delivery is tried again from its first attempt; False if it is not failed."""
+    result = await conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "failed")
+        .values(status="pending", attempts=0, next_attempt_at=now)
+    )
+    return bool(result.rowcount)

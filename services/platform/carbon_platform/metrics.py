@@ -68,6 +68,12 @@ ALLOWANCES_SURRENDERED = Counter(
     "carbon_allowances_surrendered_total", "Allowances surrendered for compliance"
 )
 NOTIFICATIONS = Counter("carbon_notifications_total", "Notifications recorded", ["recipient_type"])
+NOTIFICATION_DELIVERIES = Counter(
+    "carbon_notification_deliveries_total",
+    "Attempts at delivering a notification to a webhook or e-mail subscription, by outcome "
+    "(delivered; retry: failed, tried again later; failed: failed, no attempts left)",
+    ["channel", "outcome"],
+)
 LEDGER_DIFFERENCE = Gauge(
     "carbon_ledger_difference_units",
     "Units (allowances and offsets) by which the registry's holdings differ from the sum of its "
@@ -80,3 +86,6 @@ for _kind in ("allocation", "preallocation"):
     ALLOWANCES_ISSUED.labels(_kind)
 for _recipient in ("entity", "district"):
     NOTIFICATIONS.labels(_recipient)
+for _channel in ("webhook", "email"):
+    for _outcome in ("delivered", "retry", "failed"):
+        NOTIFICATION_DELIVERIES.labels(_channel, _outcome)
