@@ -447,14 +447,6 @@ def _entity(insert: Callable[[Table], Any]) -> Any:
     )
 
 
-def _credit(insert: Callable[[Table], Any]) -> Any:
-    statement = insert(holdings)
-    return statement.on_conflict_do_update(
-        index_elements=["credit_code", "vintage"],
-        set_={"balance": holdings.c.balance + statement.excluded.balance},
-    )
-
-
 # Built once: executing a prepared statement with parameters costs a third of building one.
 _CODE: BindParameter[str] = bindparam("code")
 _YEAR: BindParameter[int] = bindparam("year")
@@ -472,14 +464,6 @@ _HOLDINGS = (
     select(holdings.c.vintage, holdings.c.balance)
     .where(holdings.c.credit_code == _CODE)
     .order_by(holdings.c.vintage)
-)
-_CREDIT = Upsert(_credit)
-_DEBIT = (
-    update(holdings)
-    .where(holdings.c.credit_code == _CODE)
-    .where(holdings.c.vintage == bindparam("vintage_"))
-    .where(holdings.c.balance >= bindparam("debit"))  # never below zero
-    .values(balance=holdings.c.balance - bindparam("debit"))
 )
 _JOURNAL = journal.insert()
 _ISSUE = allocations.insert()
@@ -569,6 +553,79 @@ async def get_holdings(conn: AsyncConnection, *, credit_code: str) -> dict[int, 
     return {row.vintage: row.balance for row in rows}
 
 
+class _Balances:
+    """A table of balances per (credit_code, vintage), never below zero, and the journal asset
+    it holds; its credit and debit statements are built once."""
+
+    def __init__(self, table: Table, *, asset: str, shortfall: str) -> None:
+        self.asset = asset
+        self.shortfall = shortfall  # the refusal of a debit, with {vintage} and {amount}
+
+        def credit(insert: Callable[[Table], Any]) -> Any:
+            statement = insert(table)
+            return statement.on_conflict_do_update(
+                index_elements=["credit_code", "vintage"],
+                set_={"balance": table.c.balance + statement.excluded.balance},
+            )
+
+        self.credit = Upsert(credit)
+        self.debit = (
+            update(table)
+            .where(table.c.credit_code == _CODE)
+            .where(table.c.vintage == bindparam("vintage_"))
+            .where(table.c.balance >= bindparam("debit"))  # never below zero
+            .values(balance=table.c.balance - bindparam("debit"))
+        )
+
+    async def move(
+        self,
+        conn: AsyncConnection,
+        *,
+        credit_code: str,
+        vintage: int,
+        amount: int,
+        kind: str,
+        reference: str,
+        at: datetime,
+    ) -> None:
+        """Credit (amount > 0) or debit (amount < 0) a vintage, journalled in the same
+        transaction. A debit never takes a balance below zero (the check constraint backs that
+        up)."""
+        if amount > 0:
+            await conn.execute(
+                self.credit.on(conn),
+                {"credit_code": credit_code, "vintage": vintage, "balance": amount},
+            )
+        else:
+            debited = await conn.execute(
+                self.debit, {"code": credit_code, "vintage_": vintage, "debit": -amount}
+            )
+            if debited.rowcount != 1:
+                raise Conflict(
+                    "insufficient_holdings", self.shortfall.format(vintage=vintage, amount=-amount)
+                )
+        await _journal(
+            conn,
+            credit_code=credit_code,
+            asset=self.asset,
+            vintage=vintage,
+            kind=kind,
+            amount=amount,
+            reference=reference,
+            at=at,
+        )
+
+
+_ALLOWANCES = _Balances(
+    holdings, asset="SHEA", shortfall="vintage {vintage} holds fewer than {amount} allowances"
+)
+_SURRENDER_ONLY = _Balances(
+    surrender_only_holdings,
+    asset="SHEA_RESTRICTED",
+    shortfall="fewer than {amount} surrender-only allowances for {vintage} are held",
+)
+
+
 async def move_allowances(
     conn: AsyncConnection,
     *,
@@ -579,27 +636,13 @@ async def move_allowances(
     reference: str,
     at: datetime,
 ) -> None:
-    """Credit (amount > 0) or debit (amount < 0) a vintage, journalled in the same transaction.
-    A debit never takes a balance below zero (and the check constraint backs that up)."""
-    if amount > 0:
-        await conn.execute(
-            _CREDIT.on(conn), {"credit_code": credit_code, "vintage": vintage, "balance": amount}
-        )
-    else:
-        debited = await conn.execute(
-            _DEBIT, {"code": credit_code, "vintage_": vintage, "debit": -amount}
-        )
-        if debited.rowcount != 1:
-            raise Conflict(
-                "insufficient_holdings", f"vintage {vintage} holds fewer than {-amount} allowances"
-            )
-    await _journal(
+    """Credit (amount > 0) or debit (amount < 0) allowances of a vintage, journalled (SHEA)."""
+    await _ALLOWANCES.move(
         conn,
         credit_code=credit_code,
-        asset="SHEA",
         vintage=vintage,
-        kind=kind,
         amount=amount,
+        kind=kind,
         reference=reference,
         at=at,
     )
@@ -1529,17 +1572,6 @@ async def get_surrender_only(conn: AsyncConnection, *, credit_code: str) -> dict
     return {row.vintage: row.balance for row in rows}
 
 
-def _credit_surrender_only(insert: Callable[[Table], Any]) -> Any:
-    statement = insert(surrender_only_holdings)
-    return statement.on_conflict_do_update(
-        index_elements=["credit_code", "vintage"],
-        set_={"balance": surrender_only_holdings.c.balance + statement.excluded.balance},
-    )
-
-
-_CREDIT_SURRENDER_ONLY = Upsert(_credit_surrender_only)
-
-
 async def move_surrender_only(
     conn: AsyncConnection,
     *,
@@ -1550,33 +1582,13 @@ async def move_surrender_only(
     reference: str,
     at: datetime,
 ) -> None:
-    """Credit or debit surrender-only allowances of a year, journalled as SHEA_RESTRICTED; a
-    debit never takes the balance below zero."""
-    if amount > 0:
-        await conn.execute(
-            _CREDIT_SURRENDER_ONLY.on(conn),
-            {"credit_code": credit_code, "vintage": vintage, "balance": amount},
-        )
-    else:
-        debited = await conn.execute(
-            update(surrender_only_holdings)
-            .where(surrender_only_holdings.c.credit_code == credit_code)
-            .where(surrender_only_holdings.c.vintage == vintage)
-            .where(surrender_only_holdings.c.balance >= -amount)
-            .values(balance=surrender_only_holdings.c.balance + amount)
-        )
-        if debited.rowcount != 1:
-            raise Conflict(
-                "insufficient_holdings",
-                f"fewer than {-amount} surrender-only allowances for {vintage} are held",
-            )
-    await _journal(
+    """Credit or debit surrender-only allowances of a year, journalled as SHEA_RESTRICTED."""
+    await _SURRENDER_ONLY.move(
         conn,
         credit_code=credit_code,
-        asset="SHEA_RESTRICTED",
         vintage=vintage,
-        kind=kind,
         amount=amount,
+        kind=kind,
         reference=reference,
         at=at,
     )
