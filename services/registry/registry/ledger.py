@@ -219,26 +219,30 @@ async def transfer_out(uow: UnitOfWork, command: TransferOut) -> TransferReceipt
         raise Conflict(
             "no_trading_account", f"{code} has no trading account at the exchange linked yet"
         )
-    held = (await store.get_holdings(uow.conn, credit_code=code)).get(command.vintage, 0)
-    restricted = (await store.get_surrender_only(uow.conn, credit_code=code)).get(
-        command.vintage, 0
-    )
-    if held < command.allowances and restricted:
+    transfer_id = uuid.uuid4()
+    try:
+        await store.move_allowances(
+            uow.conn,
+            credit_code=code,
+            vintage=command.vintage,
+            amount=-command.allowances,
+            kind="transfer_out",
+            reference=str(transfer_id),
+            at=uow.now,
+        )
+    except Conflict:
+        # Refused for want of allowances: say so when the vintage's others are surrender-only,
+        # which never move (looked up only then, off the transfer's usual path).
+        vintage = command.vintage
+        restricted = (await store.get_surrender_only(uow.conn, credit_code=code)).get(vintage, 0)
+        if not restricted:
+            raise
+        held = (await store.get_holdings(uow.conn, credit_code=code)).get(vintage, 0)
         raise Conflict(
             "surrender_only",
-            f"vintage {command.vintage} holds {held} transferable allowances; its other "
+            f"vintage {vintage} holds {held} transferable allowances; its other "
             f"{restricted}, bought at auction, may only be surrendered",
-        )
-    transfer_id = uuid.uuid4()
-    await store.move_allowances(
-        uow.conn,
-        credit_code=code,
-        vintage=command.vintage,
-        amount=-command.allowances,
-        kind="transfer_out",
-        reference=str(transfer_id),
-        at=uow.now,
-    )
+        ) from None
     await store.add_transfer(
         uow.conn,
         transfer_id=str(transfer_id),
