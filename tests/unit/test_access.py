@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from carbon_contracts.errors import Forbidden
 from carbon_platform.access import (
     CASE,
+    DELIVERY,
     ENTITY,
     NOTIFICATION,
     OPERATIONS,
@@ -44,6 +45,7 @@ POLICIES = {
     "report": REPORT,
     "case": CASE,
     "notification": NOTIFICATION,
+    "delivery": DELIVERY,
     "operations": OPERATIONS,
 }
 ALLOWED: dict[tuple[str, str], set[str]] = {
@@ -69,6 +71,9 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("case", "select"): {"bureau"},
     ("case", "close"): {"bureau"},
     ("notification", "read"): {"bureau", "own entity", "own district"},
+    ("delivery", "subscribe"): {"bureau", "own entity", "own district"},
+    ("delivery", "read"): {"bureau", "own entity", "own district"},
+    ("delivery", "replay"): {"bureau", "own entity", "own district"},
     ("operations", "operate"): {"bureau"},
 }
 ROLES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -94,6 +99,9 @@ ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("case", "select"): ("regulator",),
     ("case", "close"): ("regulator",),
     ("notification", "read"): ("regulator", "district", "entity"),
+    ("delivery", "subscribe"): ("regulator", "district", "entity"),
+    ("delivery", "read"): ("regulator", "district", "entity"),
+    ("delivery", "replay"): ("regulator", "district", "entity"),
     ("operations", "operate"): ("regulator",),
 }
 

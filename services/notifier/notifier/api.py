@@ -11,7 +11,7 @@ from uuid import uuid4
 from fastapi import APIRouter, Query
 
 from carbon_contracts.errors import Conflict, Forbidden, Invalid, NotFound
-from carbon_platform.access import NOTIFICATION, AccessPolicy, Owner, allowed
+from carbon_platform.access import DELIVERY, NOTIFICATION, AccessPolicy, Owner, allowed
 from carbon_platform.auth import Principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
@@ -24,16 +24,6 @@ from notifier.schemas import (
     Subscribe,
     SubscriptionView,
 )
-
-DELIVERY = AccessPolicy(
-    "notification delivery",
-    {
-        action: frozenset({"bureau", "entity", "district"})
-        for action in ("subscribe", "read", "replay")
-    },
-)
-"""Where a recipient's notifications are sent (its subscriptions) and how that went (its
-deliveries): the recipient's own (an entity, or a district bureau), and any for the Bureau."""
 
 router = APIRouter(tags=["notifier"])
 
@@ -48,11 +38,9 @@ async def list_notifications(
 ) -> list[NotificationView]:
     """Newest first. An entity sees its own notifications, a district its own; the Bureau may
     filter any."""
-    scope = NOTIFICATION.scope(principal, "read")
-    if scope.credit_code:
-        recipient_type, recipient_id = "entity", scope.credit_code
-    elif scope.district:
-        recipient_type, recipient_id = "district", scope.district
+    own_type, own_id = _own(principal, NOTIFICATION, "read")
+    if own_type:
+        recipient_type, recipient_id = own_type, own_id
     elif recipient_id and not recipient_type:
         raise Invalid("invalid_request", "recipient_id needs recipient_type")
     async with context.reader.connect() as conn:

@@ -170,5 +170,14 @@ assigns, selects for re-verification and closes the year."""
 NOTIFICATION = _policy("notification", read={"bureau", "entity", "district"})
 """A notification; its owner is its recipient (an entity, or a district bureau)."""
 
+DELIVERY = _policy(
+    "notification delivery",
+    subscribe={"bureau", "entity", "district"},
+    read={"bureau", "entity", "district"},
+    replay={"bureau", "entity", "district"},
+)
+"""Where a recipient's notifications are sent (its subscriptions) and how that went (its
+deliveries): the recipient's own (an entity, or a district bureau), and any for the Bureau."""
+
 OPERATIONS = _policy("service", operate={"bureau"})
 """A service's operations: dead letters, parked outbox rows, bulk imports."""
