@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from carbon_contracts.errors import Forbidden
 from carbon_platform.access import (
+    BIDS,
     CASE,
     DELIVERY,
     ENTITY,
@@ -46,6 +47,7 @@ POLICIES = {
     "case": CASE,
     "notification": NOTIFICATION,
     "delivery": DELIVERY,
+    "bids": BIDS,
     "operations": OPERATIONS,
 }
 ALLOWED: dict[tuple[str, str], set[str]] = {
@@ -74,6 +76,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("delivery", "subscribe"): {"bureau", "own entity", "own district"},
     ("delivery", "read"): {"bureau", "own entity", "own district"},
     ("delivery", "replay"): {"bureau", "own entity", "own district"},
+    ("bids", "read"): {"bureau", "own entity"},
     ("operations", "operate"): {"bureau"},
 }
 ROLES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -102,6 +105,7 @@ ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("delivery", "subscribe"): ("regulator", "district", "entity"),
     ("delivery", "read"): ("regulator", "district", "entity"),
     ("delivery", "replay"): ("regulator", "district", "entity"),
+    ("bids", "read"): ("regulator", "entity"),
     ("operations", "operate"): ("regulator",),
 }
 

@@ -167,6 +167,10 @@ CASE = _policy(
 agency records the site visit, returns the report or approves (`verify`, `approve`); the Bureau
 assigns, selects for re-verification and closes the year."""
 
+BIDS = _policy("auction's bids", read={"bureau", "entity"})
+"""A paid auction's sealed bids and awards: a bidder's own, and all of them for the Bureau (the
+registry shows the Bureau the bids only once the auction has cleared)."""
+
 NOTIFICATION = _policy("notification", read={"bureau", "entity", "district"})
 """A notification; its owner is its recipient (an entity, or a district bureau)."""
 

@@ -27,7 +27,7 @@ from carbon_contracts.events import (
     MarketDayClosed,
 )
 from carbon_contracts.policy import Auction
-from carbon_platform.access import ENTITY, allowed
+from carbon_platform.access import BIDS, ENTITY, allowed
 from carbon_platform.auth import Principal
 from carbon_platform.codec import Event
 from carbon_platform.context import Context, Handler, ServiceContext, UnitOfWork
@@ -542,6 +542,7 @@ def _award_view(row: Any) -> AwardView:
 Bureau = Annotated[Principal, allowed(ENTITY, "allocate")]
 Reader = Annotated[Principal, allowed(ENTITY, "read")]
 Bidder = Annotated[Principal, allowed(ENTITY, "bid")]
+BidsReader = Annotated[Principal, allowed(BIDS, "read")]
 
 
 @router.get("/auctions", responses=refusals(403), response_model=list[AuctionView])
@@ -623,36 +624,29 @@ async def withdraw(auction_id: str, bid_id: str, context: Context, principal: Bi
 @router.get(
     "/auctions/{auction_id}/bids", responses=refusals(403, 404, 409), response_model=list[BidView]
 )
-async def bids(auction_id: str, context: Context, principal: Reader) -> list[BidView]:
+async def bids(auction_id: str, context: Context, principal: BidsReader) -> list[BidView]:
     """Bids are sealed: an entity sees its own; the Bureau sees all once the auction has cleared;
     a district sees none."""
     auction = context.policy.auction(auction_id)
+    own = BIDS.scope(principal, "read").credit_code
     async with context.reader.connect() as conn:
-        if principal.role == "entity":
-            rows = await store.list_bids(
-                conn, auction_id=auction.id, credit_code=_own_code(principal)
-            )
-        elif principal.role == "regulator":
+        if own is None:  # the Bureau
             row = await store.get_auction(conn, auction_id=auction.id)
             if row is None or row.status != "cleared":
                 raise Conflict("bids_sealed", "bids are sealed until the auction has cleared")
-            rows = await store.list_bids(conn, auction_id=auction.id)
-        else:
-            raise Forbidden("forbidden", "bids are seen by their bidder and, after, the Bureau")
+        rows = await store.list_bids(conn, auction_id=auction.id, credit_code=own)
     return [_bid_view(row) for row in rows]
 
 
 @router.get(
     "/auctions/{auction_id}/awards", responses=refusals(403, 404), response_model=list[AwardView]
 )
-async def awards(auction_id: str, context: Context, principal: Reader) -> list[AwardView]:
+async def awards(auction_id: str, context: Context, principal: BidsReader) -> list[AwardView]:
     """What each winner won and whether it paid: the Bureau sees all, an entity its own."""
     auction = context.policy.auction(auction_id)
-    if principal.role not in ("entity", "regulator"):
-        raise Forbidden("forbidden", "awards are seen by their winner and the Bureau")
-    code = _own_code(principal) if principal.role == "entity" else None
+    own = BIDS.scope(principal, "read").credit_code
     async with context.reader.connect() as conn:
-        rows = await store.list_awards(conn, auction_id=auction.id, credit_code=code)
+        rows = await store.list_awards(conn, auction_id=auction.id, credit_code=own)
     return [_award_view(row) for row in rows]
 
 
