@@ -14,8 +14,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +35,8 @@ from carbon_contracts.resources import contract_path
 from carbon_platform.auth import Role, issue_token
 from carbon_platform.broker import create_topics, read_to_end, start_tansu, stop_process
 from carbon_platform.codec import Outgoing, encode
+from carbon_platform.context import ServiceDefinition
+from carbon_platform.migrations import migrate
 from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
 
@@ -178,6 +180,34 @@ class Database:
                     text(f'DROP SCHEMA IF EXISTS "{self.schema_prefix}{service}" CASCADE')
                 )
         await engine.dispose()
+
+
+@asynccontextmanager
+async def migrated_schema(
+    service: ServiceDefinition, var_dir: Path, **settings: Any
+) -> AsyncIterator[Settings]:
+    """A service's own schema on the test database (PostgreSQL when CARBON_TEST_DATABASE_URL is
+    set, else an SQLite file in `var_dir`), migrated as the service does at start; its settings,
+    with any `settings` given; dropped afterwards."""
+    database = Database.for_test()
+    configured = Settings(
+        service=service.name,
+        jwt_secret=SecretStr(JWT_SECRET),
+        var_dir=var_dir,
+        database_url=database.url,
+        database_schema=f"{database.schema_prefix}{service.name}",
+        **settings,
+    )
+    await asyncio.to_thread(
+        migrate,
+        url=configured.resolved_database_url(),
+        schema=configured.resolved_schema(),
+        migrations_dir=service.migrations_dir,
+    )
+    try:
+        yield configured
+    finally:
+        await asyncio.to_thread(database.drop, [service.name])
 
 
 def metric(body: str, name: str, **labels: str) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 
@@ -26,12 +25,10 @@ from carbon_platform.codec import Event, RawMessage, encode
 from carbon_platform.consumer import EventConsumer
 from carbon_platform.context import ServiceContext, UnitOfWork
 from carbon_platform.db import make_engine
-from carbon_platform.migrations import migrate
-from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
 from reporting import store
 from reporting.service import SERVICE
-from tests.support import Database
+from tests.support import migrated_schema
 
 pytestmark = pytest.mark.integration
 
@@ -39,33 +36,18 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def context(tmp_path: Path) -> AsyncIterator[ServiceContext]:
     """The reporting service's real schema and context, with a fast retry policy."""
-    database = Database.for_test()
-    settings = Settings(
-        service="reporting",
-        jwt_secret=SecretStr("s" * 32),
-        var_dir=tmp_path,
-        database_url=database.url,
-        database_schema=f"{database.schema_prefix}reporting",
-        transient_backoff_max_s=0.05,
-    )
-    await asyncio.to_thread(
-        migrate,
-        url=settings.resolved_database_url(),
-        schema=settings.resolved_schema(),
-        migrations_dir=SERVICE.migrations_dir,
-    )
-    engine = make_engine(settings)
-    yield ServiceContext(
-        name="reporting",
-        settings=settings,
-        engine=engine,
-        inbox=store.messaging.inbox,
-        outbox=store.messaging.outbox,
-        clock=Clock(),
-        policy=load_policy(default_policy_path()),
-    )
-    await engine.dispose()
-    await asyncio.to_thread(database.drop, ["reporting"])
+    async with migrated_schema(SERVICE, tmp_path, transient_backoff_max_s=0.05) as settings:
+        engine = make_engine(settings)
+        yield ServiceContext(
+            name="reporting",
+            settings=settings,
+            engine=engine,
+            inbox=store.messaging.inbox,
+            outbox=store.messaging.outbox,
+            clock=Clock(),
+            policy=load_policy(default_policy_path()),
+        )
+        await engine.dispose()
 
 
 def registered(seed: int) -> RawMessage:

@@ -16,7 +16,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from carbon_contracts.errors import Rejection
@@ -25,14 +24,12 @@ from carbon_platform import metrics
 from carbon_platform.clock import Clock
 from carbon_platform.context import ServiceContext
 from carbon_platform.db import make_engine
-from carbon_platform.migrations import migrate
-from carbon_platform.settings import Settings
 from registry import commands, ledger, store
 from registry.domain import compliance
 from registry.domain.credit_code import make_credit_code
 from registry.schemas import Surrender, TransferOut
 from registry.service import SERVICE
-from tests.support import Database
+from tests.support import migrated_schema
 
 pytestmark = pytest.mark.integration
 
@@ -45,32 +42,18 @@ TRADING = "SEEE-0000881"
 @pytest.fixture
 async def context(tmp_path: Path) -> AsyncIterator[ServiceContext]:
     """The registry's migrated schema and a service context on it."""
-    database = Database.for_test()
-    settings = Settings(
-        service="registry",
-        jwt_secret=SecretStr("s" * 32),
-        var_dir=tmp_path,
-        database_url=database.url,
-        database_schema=f"{database.schema_prefix}registry",
-    )
-    await asyncio.to_thread(
-        migrate,
-        url=settings.resolved_database_url(),
-        schema=settings.resolved_schema(),
-        migrations_dir=SERVICE.migrations_dir,
-    )
-    engine = make_engine(settings)
-    yield ServiceContext(
-        name="registry",
-        settings=settings,
-        engine=engine,
-        inbox=store.messaging.inbox,
-        outbox=store.messaging.outbox,
-        clock=Clock(datetime(2025, 6, 10, 9, 0, tzinfo=UTC)),
-        policy=load_policy(default_policy_path()),
-    )
-    await engine.dispose()
-    await asyncio.to_thread(database.drop, ["registry"])
+    async with migrated_schema(SERVICE, tmp_path) as settings:
+        engine = make_engine(settings)
+        yield ServiceContext(
+            name="registry",
+            settings=settings,
+            engine=engine,
+            inbox=store.messaging.inbox,
+            outbox=store.messaging.outbox,
+            clock=Clock(datetime(2025, 6, 10, 9, 0, tzinfo=UTC)),
+            policy=load_policy(default_policy_path()),
+        )
+        await engine.dispose()
 
 
 async def seed(

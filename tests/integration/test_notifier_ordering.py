@@ -13,18 +13,15 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from carbon_platform.context import UnitOfWork
 from carbon_platform.db import make_engine
-from carbon_platform.migrations import migrate
-from carbon_platform.settings import Settings
 from notifier import commands, store
 from notifier.service import SERVICE
 from registry.domain.credit_code import make_credit_code
-from tests.support import Database
+from tests.support import migrated_schema
 from tests.unit.support import IN_THE_CYCLE, POLICY, consumed, entity_registered, report_submitted
 
 pytestmark = pytest.mark.integration
@@ -33,24 +30,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """The notifier's migrated schema."""
-    database = Database.for_test()
-    settings = Settings(
-        service="notifier",
-        jwt_secret=SecretStr("s" * 32),
-        var_dir=tmp_path,
-        database_url=database.url,
-        database_schema=f"{database.schema_prefix}notifier",
-    )
-    await asyncio.to_thread(
-        migrate,
-        url=settings.resolved_database_url(),
-        schema=settings.resolved_schema(),
-        migrations_dir=SERVICE.migrations_dir,
-    )
-    engine = make_engine(settings)
-    yield engine
-    await engine.dispose()
-    await asyncio.to_thread(database.drop, ["notifier"])
+    async with migrated_schema(SERVICE, tmp_path) as settings:
+        engine = make_engine(settings)
+        yield engine
+        await engine.dispose()
 
 
 def unit(conn: AsyncConnection) -> UnitOfWork:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from carbon_contracts.catalogue import catalogue
@@ -21,13 +20,12 @@ from carbon_platform.broker import create_topics
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Outgoing, encode
 from carbon_platform.db import make_engine
-from carbon_platform.migrations import migrate
 from carbon_platform.outbox import REFUSALS_BEFORE_REPAIR, OutboxRelay, add_to_outbox
 from carbon_platform.runtime import BrokerProbe
 from carbon_platform.settings import Settings
 from registry.domain.credit_code import make_credit_code
 from registry.service import SERVICE
-from tests.support import JWT_SECRET, Broker, Database, read_topic
+from tests.support import Broker, migrated_schema, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -103,28 +101,15 @@ class Relays:
 @pytest.fixture
 async def relays(tmp_path: Path) -> AsyncIterator[Relays]:
     broker = await asyncio.to_thread(Broker(tmp_path).start)
-    database = Database.for_test()
-    settings = Settings(
-        service="registry",
-        jwt_secret=SecretStr(JWT_SECRET),
-        kafka_bootstrap=broker.bootstrap,
-        var_dir=tmp_path,
-        database_url=database.url,
-        database_schema=f"{database.schema_prefix}registry",
-    )
-    await asyncio.to_thread(
-        migrate,
-        url=settings.resolved_database_url(),
-        schema=settings.resolved_schema(),
-        migrations_dir=SERVICE.migrations_dir,
-    )
-    running = Relays(settings, broker)
     try:
-        yield running
+        async with migrated_schema(SERVICE, tmp_path, kafka_bootstrap=broker.bootstrap) as settings:
+            running = Relays(settings, broker)
+            try:
+                yield running
+            finally:
+                await running.close()
     finally:
-        await running.close()
         await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(database.drop, ["registry"])
 
 
 async def test_only_the_lease_holder_publishes_and_another_takes_over(relays: Relays) -> None:
