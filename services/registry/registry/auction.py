@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -409,7 +408,7 @@ async def clear_auction(uow: UnitOfWork, auction_id: str) -> AuctionView:
             reserve_price=announced.reserve_price,
             clearing_price=result.price,
             sold=result.sold,
-            **asdict(rules.tally(live)),
+            **await store.tally_bids(uow.conn, auction_id=auction_id),
             winners=len(result.won),
             cleared_at=uow.now,
         )
@@ -476,11 +475,10 @@ async def _view(conn: Any, auction: Auction) -> AuctionView:
     row = await store.get_auction(conn, auction_id=auction.id)
     result = None
     if row is not None and row.status == "cleared":
-        bids = await store.list_bids(conn, auction_id=auction.id)
         result = AuctionResult(
             clearing_price=row.clearing_price,
             sold=row.sold,
-            **asdict(rules.tally([bid for bid in bids if bid.status == "live"])),
+            **await store.tally_bids(conn, auction_id=auction.id),
             winners=len(await store.list_awards(conn, auction_id=auction.id)),
             cleared_at=row.cleared_at,
         )

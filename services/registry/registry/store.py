@@ -1732,6 +1732,23 @@ async def list_bids(
     return list(await conn.execute(query.order_by(auction_bids.c.placed_at, auction_bids.c.bid_id)))
 
 
+async def tally_bids(conn: AsyncConnection, *, auction_id: str) -> dict[str, int]:
+    """The auction's live bids counted for its result: `bids`, `bid_volume` and `bidders`."""
+    bids = auction_bids.c
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(bids.quantity), 0),
+                func.count(distinct(bids.credit_code)),
+            )
+            .where(bids.auction_id == auction_id)
+            .where(bids.status == "live")
+        )
+    ).one()
+    return {"bids": int(row[0]), "bid_volume": int(row[1]), "bidders": int(row[2])}
+
+
 async def set_filled(conn: AsyncConnection, *, fills: list[dict[str, Any]]) -> None:
     if fills:
         await conn.execute(

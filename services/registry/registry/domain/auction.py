@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
 
 from carbon_contracts.errors import Conflict, Invalid
 from carbon_contracts.policy import Auction, Rounding
@@ -137,24 +136,6 @@ class Clearing:
             if fill.filled:
                 winners.setdefault(fill.bid.credit_code, []).append(fill)
         return winners
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What was bid, as the aggregate result shows it."""
-
-    bids: int
-    bid_volume: int
-    bidders: int
-
-
-def tally(bids: Sequence[Any]) -> Tally:
-    """Live bids (anything with `credit_code` and `quantity`) counted for the result."""
-    return Tally(
-        bids=len(bids),
-        bid_volume=sum(bid.quantity for bid in bids),
-        bidders=len({bid.credit_code for bid in bids}),
-    )
 
 
 def rank(bids: Sequence[Bid]) -> list[Bid]:
