@@ -12,9 +12,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
-def where_invalid(errors: Iterable[Mapping[str, Any]]) -> str:
-    """Validation errors (pydantic's `errors()`) as one line: `loc.path: message; ...`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+def where_invalid(errors: Iterable[Mapping[str, Any]], *, whole: str = "") -> str:
+    """Validation errors (pydantic's `errors()`) as one line: `loc.path: message; ...`. An error
+    about the whole object (a rule across fields) has no path: `whole` names it, if given."""
+
+    def where(error: Mapping[str, Any]) -> str:
+        path = ".".join(map(str, error["loc"])) or whole
+        return f"{path}: {error['msg']}" if path else error["msg"]
+
+    return "; ".join(where(error) for error in errors)
 
 
 class Rejection(Exception):

@@ -56,9 +56,7 @@ def publish(payload_of: type[Payload], bootstrap: str, **fields: object) -> None
     try:
         payload = payload_of.model_validate(fields)
     except ValidationError as error:
-        # A rule across fields (e.g. volume with turnover) has no field to name: name the event.
-        errors = [{**e, "loc": e["loc"] or (payload_of.EVENT,)} for e in error.errors()]
-        raise typer.BadParameter(where_invalid(errors)) from None
+        raise typer.BadParameter(where_invalid(error.errors(), whole=payload_of.EVENT)) from None
     topic = catalogue().topic_for_event(payload.EVENT)
     record = encode(payload, source=topic.source, time=_now())
     asyncio.run(_send(bootstrap, record.topic, record.key, record.value, record.headers))
