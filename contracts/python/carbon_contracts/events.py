@@ -6,13 +6,14 @@ year it belongs to. Timestamps are aware datetimes (RFC 3339).
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, ClassVar, Literal
+from datetime import date, timedelta
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from carbon_contracts.types import (
+    IDENTIFIER_PATTERN,
     INSTRUMENT_PATTERN,
     Allowances,
     ComplianceYear,
@@ -32,6 +33,10 @@ Instrument = Annotated[
     str,
     Field(pattern=INSTRUMENT_PATTERN, description="instrument traded, e.g. SHEA (allowances)"),
 ]
+ObligationName = Literal["monitoring_plan", "report", "accounts_opening", "surrender"]
+"""What an entity must do by the policy deadline of the same name; its status is watched per
+entity by the service that owns it (reporting: the first two; registry: the others)."""
+OBLIGATIONS: tuple[str, ...] = get_args(ObligationName)
 PaymentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 SurrenderOnly = Literal["surrender_only"]
 """Auctioned allowances: usable only for the auction's compliance year's surrender, never
@@ -557,6 +562,121 @@ class AuctionAwardCancelled(EventPayload):
     cancelled_at: AwareDatetime
 
 
+# --- Deadlines: each obligation's owner watches it per entity ----------------------------------
+Missing = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ObligationEvent(EventPayload):
+    """About one entity's obligation and its deadline (the first instant that is late)."""
+
+    policy: Identifier
+    obligation: ObligationName
+    district: Identifier = Field(description="the district bureau or zone committee supervising")
+    due_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _named_by_its_type(self) -> ObligationEvent:
+        _check_obligation(self)
+        return self
+
+
+class ReminderDue(ObligationEvent):
+    """The deadline is near and the entity's obligation is still open: what is still missing."""
+
+    before: timedelta = Field(
+        description="which of the policy's reminders this is: how long before the deadline "
+        "(ISO 8601 duration, e.g. P1D)"
+    )
+    missing: Missing = Field(description="e.g. 'surrendered 18000 of 24252 allowances'")
+    reminded_at: AwareDatetime
+
+
+class Overdue(ObligationEvent):
+    """The deadline passed with the obligation unmet: a case opens in the district's queue."""
+
+    missing: Missing
+    escalates_at: AwareDatetime = Field(description="the case goes to the Bureau from here")
+
+
+class DoneLate(ObligationEvent):
+    """The entity met the obligation after its deadline; its case, if open, is closed."""
+
+    done_at: AwareDatetime
+
+
+class CaseEscalated(ObligationEvent):
+    """The case stayed open until its SLA passed: it goes to the Bureau."""
+
+    missing: Missing
+    opened_at: AwareDatetime
+    escalated_at: AwareDatetime
+
+
+def _closed_district_map(schema: dict[str, Any]) -> None:
+    # A map closed the way the exporter checks: keys by propertyNames, values by
+    # additionalProperties (pydantic would say patternProperties, which leaves it open).
+    schema.pop("patternProperties", None)
+    schema["propertyNames"] = {"pattern": IDENTIFIER_PATTERN}
+    schema["additionalProperties"] = {"type": "integer", "minimum": 0}
+
+
+class DeadlinePassed(CyclePayload):
+    """A deadline passed: who had met it then, and who had not (each an overdue event)."""
+
+    obligation: ObligationName
+    due_at: AwareDatetime
+    obligated: WholeNumber = Field(ge=0, description="entities bound by it")
+    done_on_time: WholeNumber = Field(ge=0)
+    overdue: WholeNumber = Field(ge=0, description="not met at the instant it passed")
+    overdue_by_district: dict[Identifier, WholeNumber] = Field(
+        default_factory=dict,
+        description="overdue, per district (districts with none absent)",
+        json_schema_extra=_closed_district_map,
+    )
+    passed_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _named_by_its_type(self) -> DeadlinePassed:
+        _check_obligation(self)
+        if sum(self.overdue_by_district.values()) != self.overdue:
+            raise ValueError("overdue_by_district must add up to overdue")
+        if self.done_on_time + self.overdue > self.obligated:
+            raise ValueError("done_on_time + overdue cannot exceed obligated")
+        return self
+
+
+def _check_obligation(payload: ObligationEvent | DeadlinePassed) -> None:
+    # surrender.overdue is about the surrender: the field repeats what the event type says.
+    event = getattr(type(payload), "EVENT", None)
+    if event is not None and event.split(".")[0] != payload.obligation:
+        raise ValueError(f"{event} is about {event.split('.')[0]}, not {payload.obligation}")
+
+
+def _per_obligation(kind: type[Payload], suffix: str) -> list[type[Payload]]:
+    """One event type per obligation, e.g. surrender.overdue: the same shape, its own name."""
+    return [
+        type(
+            f"{obligation.title().replace('_', '')}{kind.__name__}",
+            (kind,),
+            {"EVENT": f"{obligation}.{suffix}", "__doc__": kind.__doc__},
+        )
+        for obligation in OBLIGATIONS
+    ]
+
+
+DEADLINE_EVENTS: tuple[type[Payload], ...] = tuple(
+    model
+    for kind, suffix in (
+        (ReminderDue, "reminder_due"),
+        (Overdue, "overdue"),
+        (DoneLate, "done_late"),
+        (CaseEscalated, "case_escalated"),
+        (DeadlinePassed, "deadline_passed"),
+    )
+    for model in _per_obligation(kind, suffix)
+)
+
+
 # --- Inbound: written by external systems, read by the registry -------------------------------
 
 
@@ -645,43 +765,42 @@ class AuctionPaymentConfirmed(EventPayload):
     paid_at: AwareDatetime
 
 
-EVENT_MODELS: dict[str, type[Payload]] = {
-    model.EVENT: model
-    for model in (
-        EntityRegistered,
-        AccountOpened,
-        MonitoringPlanSubmitted,
-        MonitoringPlanApproved,
-        MonitoringPlanReturned,
-        ReportSubmitted,
-        ReportReturned,
-        PaperCopyReceived,
-        ReportAccepted,
-        EmissionsDetermined,
-        VerificationAssigned,
-        VerificationReturned,
-        VerificationApproved,
-        ReverificationSelected,
-        ReverificationCompleted,
-        VerificationFinalised,
-        VerificationClosed,
-        AllocationIssued,
-        SurrenderCompleted,
-        PreallocationIssued,
-        AllowancesTransferred,
-        CcerCancelled,
-        Shcercir1Cancelled,
-        TradingAccountOpened,
-        ExchangeTransferSettled,
-        AuctionAnnounced,
-        AuctionCleared,
-        AuctionWon,
-        AuctionSettled,
-        AuctionAwardCancelled,
-        MarketDayClosed,
-        AuctionPaymentConfirmed,
-    )
-}
+_MODELS: tuple[type[Payload], ...] = (
+    EntityRegistered,
+    AccountOpened,
+    MonitoringPlanSubmitted,
+    MonitoringPlanApproved,
+    MonitoringPlanReturned,
+    ReportSubmitted,
+    ReportReturned,
+    PaperCopyReceived,
+    ReportAccepted,
+    EmissionsDetermined,
+    VerificationAssigned,
+    VerificationReturned,
+    VerificationApproved,
+    ReverificationSelected,
+    ReverificationCompleted,
+    VerificationFinalised,
+    VerificationClosed,
+    AllocationIssued,
+    SurrenderCompleted,
+    PreallocationIssued,
+    AllowancesTransferred,
+    CcerCancelled,
+    Shcercir1Cancelled,
+    TradingAccountOpened,
+    ExchangeTransferSettled,
+    AuctionAnnounced,
+    AuctionCleared,
+    AuctionWon,
+    AuctionSettled,
+    AuctionAwardCancelled,
+    MarketDayClosed,
+    AuctionPaymentConfirmed,
+    *DEADLINE_EVENTS,
+)
+EVENT_MODELS: dict[str, type[Payload]] = {model.EVENT: model for model in _MODELS}
 
 
 def model_for(event: str, major: int = 1) -> type[Payload]:

@@ -5,7 +5,7 @@ Dates, ratios, rounding and emission factors are one year's policy, never consta
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,7 +14,7 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from carbon_contracts.errors import Invalid, NotFound
-from carbon_contracts.events import OffsetType
+from carbon_contracts.events import OBLIGATIONS, OffsetType
 from carbon_contracts.resources import contract_path
 from carbon_contracts.types import INSTRUMENT_PATTERN, DecimalString, Identifier
 
@@ -41,6 +41,29 @@ class Deadlines(_Closed):
     verification_end: AwareDatetime
     shcercir1_cancellation: AwareDatetime
     surrender: AwareDatetime
+
+
+class Supervision(_Closed):
+    """How the platform chases an entity: reminders before each obligation's deadline, and a case
+    in its district's queue from the deadline, escalated to the Bureau when its SLA passes."""
+
+    reminders_before: list[timedelta] = Field(
+        min_length=1,
+        description="how long before each deadline an entity still open is reminded (ISO 8601 "
+        "durations, e.g. P14D, PT2H)",
+    )
+    case_sla: timedelta = Field(description="from the deadline until an open case is escalated")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Supervision:
+        before = self.reminders_before
+        if any(b <= timedelta(0) or b % timedelta(seconds=1) for b in before):
+            raise ValueError("reminders_before: positive durations in whole seconds")
+        if len(set(before)) != len(before):
+            raise ValueError("reminders_before: each at most once")
+        if self.case_sla <= timedelta(0):
+            raise ValueError("case_sla must be positive")
+        return self
 
 
 class Offsets(_Closed):
@@ -245,6 +268,14 @@ class Policy(_Closed):
     emission_factors: EmissionFactors
     verification: VerificationRules
     auctions: list[Auction] = Field(default_factory=list)
+    supervision: Supervision
+
+    def due_at(self, obligation: str) -> datetime:
+        """The first instant the obligation is late (its deadline)."""
+        if obligation not in OBLIGATIONS:
+            raise KeyError(obligation)
+        due: datetime = getattr(self.deadlines, obligation)
+        return due
 
     @model_validator(mode="after")
     def _lots_name_known_districts(self) -> Policy:
