@@ -183,5 +183,13 @@ DELIVERY = _policy(
 """Where a recipient's notifications are sent (its subscriptions) and how that went (its
 deliveries): the recipient's own (an entity, or a district bureau), and any for the Bureau."""
 
+OBLIGATION = _policy("obligation", read={"bureau", "entity", "district"})
+"""An entity's obligation with a deadline (plan, report, accounts, surrender), its status and its
+history: the entity's own, its district's entities, and all of them for the Bureau."""
+
+SUPERVISION = _policy("deadline or case", read={"bureau", "district"})
+"""A deadline's progress and its cases (entities overdue): a district bureau its own district's,
+the Bureau all of them."""
+
 OPERATIONS = _policy("service", operate={"bureau"})
 """A service's operations: dead letters, parked outbox rows, bulk imports."""

@@ -74,6 +74,24 @@ NOTIFICATION_DELIVERIES = Counter(
     "(delivered; retry: failed, tried again later; failed: failed, no attempts left)",
     ["channel", "outcome"],
 )
+# Deadline progress, computed from the owning service's database every few seconds: every instance
+# of a service reports the same figures (aggregate with max, never sum, across instances).
+OBLIGATIONS = Gauge(
+    "carbon_obligations",
+    "Entities bound by an obligation, by status now (open, overdue, done_on_time, done_late) "
+    "and district",
+    ["obligation", "district", "status"],
+)
+CASES_ESCALATED = Gauge(
+    "carbon_supervision_cases_escalated",
+    "Overdue entities whose case passed its SLA and went to the Bureau, still open",
+    ["obligation", "district"],
+)
+DEADLINE_SECONDS = Gauge(
+    "carbon_obligation_deadline_seconds",
+    "Seconds from now (the services' clock) to the obligation's deadline; negative once passed",
+    ["obligation"],
+)
 LEDGER_DIFFERENCE = Gauge(
     "carbon_ledger_difference_units",
     "Units (allowances and offsets) by which the registry's holdings differ from the sum of its "
@@ -84,7 +102,7 @@ LEDGER_DIFFERENCE = Gauge(
 # Known label values start at zero, so rates and increases see the first event.
 for _kind in ("allocation", "preallocation"):
     ALLOWANCES_ISSUED.labels(_kind)
-for _recipient in ("entity", "district"):
+for _recipient in ("entity", "district", "bureau"):
     NOTIFICATIONS.labels(_recipient)
 for _channel in ("webhook", "email"):
     for _outcome in ("delivered", "retry", "failed"):

@@ -114,3 +114,82 @@ def upgrade_messaging_tables_v2() -> None:
     op.bulk_insert(
         lease, [{"name": "relay", "holder": "", "expires_at": datetime(1970, 1, 1, tzinfo=UTC)}]
     )
+
+
+def create_obligation_tables_v1() -> None:
+    """The tables of carbon_platform.obligations as of version 1, for the migration of a
+    service that owns obligations with deadlines (frozen, as the messaging tables are)."""
+    key = (
+        sa.Column("credit_code", sa.String(18), primary_key=True),
+        sa.Column("compliance_year", sa.Integer, primary_key=True),
+        sa.Column("obligation", sa.String(32), primary_key=True),
+    )
+    statuses = "('open', 'overdue', 'done_on_time', 'done_late')"
+    op.create_table(
+        "obligation_status",
+        *(column._copy() for column in key),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("district", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("missing", sa.String(500), nullable=True),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("case_opened_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("escalates_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(f"status IN {statuses}", name="ck_obligation_status"),
+        sa.CheckConstraint(
+            "(status IN ('done_on_time', 'done_late')) = (done_at IS NOT NULL)",
+            name="ck_obligation_done_at",
+        ),
+    )
+    op.create_index(
+        "ix_obligation_status_deadline",
+        "obligation_status",
+        ["compliance_year", "obligation", "status"],
+    )
+    op.create_index(
+        "ix_obligation_status_district", "obligation_status", ["district", "obligation"]
+    )
+    changes = "('enrolled', 'reminded', 'overdue', 'escalated', 'done_on_time', 'done_late')"
+    op.create_table(
+        "obligation_history",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("credit_code", sa.String(18), nullable=False),
+        sa.Column("compliance_year", sa.Integer, nullable=False),
+        sa.Column("obligation", sa.String(32), nullable=False),
+        sa.Column("change", sa.String(16), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("detail", sa.String(500), nullable=True),
+        sa.CheckConstraint(f"change IN {changes}", name="ck_obligation_history_change"),
+    )
+    op.create_index(
+        "ix_obligation_history_entity",
+        "obligation_history",
+        ["credit_code", "compliance_year", "obligation"],
+    )
+    op.create_table(
+        "deadline_passes",
+        sa.Column("compliance_year", sa.Integer, primary_key=True),
+        sa.Column("obligation", sa.String(32), primary_key=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("passed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("obligated", sa.Integer, nullable=False),
+        sa.Column("done_on_time", sa.Integer, nullable=False),
+        sa.Column("overdue", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "deadline_overdue",
+        sa.Column("compliance_year", sa.Integer, primary_key=True),
+        sa.Column("obligation", sa.String(32), primary_key=True),
+        sa.Column("credit_code", sa.String(18), primary_key=True),
+        sa.Column("district", sa.String(64), nullable=False),
+        sa.Column("missing", sa.String(500), nullable=True),
+    )
+    op.create_table(
+        "obligation_reminders",
+        *(column._copy() for column in key),
+        sa.Column("seconds_before", sa.Integer, primary_key=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    )
