@@ -2,7 +2,11 @@
 loads state, applies the domain rules and records the events it causes. No HTTP, no Kafka.
 
 Every transition is a conditional update on the state the domain saw (409 when another request
-changed it first) and a row of the audit trail (who, when, why, and the event it published)."""
+changed it first) and a row of the audit trail (who, when, why, and the event it published).
+
+Each rostered entity of the cycle is bound by two obligations with deadlines (the monitoring plan
+and the report, carbon_platform.obligations): it is enrolled when it is rostered, and the plan and
+report commands record its progress in the same unit of work as their change."""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from carbon_contracts.events import (
 from carbon_contracts.policy import Policy
 from carbon_emissions.calculation import FactorTable
 from carbon_emissions.lines import ActivityInput, ContractLines, compute_with_policy, inputs_of
-from carbon_platform import metrics
+from carbon_platform import metrics, obligations
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
 from reporting import store
@@ -95,7 +99,7 @@ async def submit_plan(uow: UnitOfWork, command: SubmitPlan) -> PlanChange:
         late=late,
         at=uow.now,
     )
-    return await _plan_version_submitted(
+    change = await _plan_version_submitted(
         uow,
         Plan(plan_id, code, plan_year, "submitted", 1),
         sources=command.sources,
@@ -104,6 +108,11 @@ async def submit_plan(uow: UnitOfWork, command: SubmitPlan) -> PlanChange:
         by=command.submitted_by,
         from_status=None,
     )
+    # The first submission meets the obligation; a later return does not reopen it.
+    await obligations.complete(
+        uow, store.obligation_tables, credit_code=code, obligation=MONITORING_PLAN, at=uow.now
+    )
+    return change
 
 
 async def resubmit_plan(uow: UnitOfWork, command: ResubmitPlan) -> PlanChange:
@@ -356,6 +365,7 @@ async def submit_report(uow: UnitOfWork, command: SubmitReport) -> ReportChange:
         event_id=event.event_id,
     )
     uow.on_commit(metrics.REPORTS_SUBMITTED.inc)
+    await _report_obligation(uow, report_id)
     return await _report_change(uow, report_id, event.event_id)
 
 
@@ -428,6 +438,7 @@ async def submit_draft(uow: UnitOfWork, command: SubmitDraft) -> ReportChange:
         event_id=event.event_id,
     )
     uow.on_commit(metrics.REPORTS_SUBMITTED.inc)
+    await _report_obligation(uow, command.report_id)
     return await _report_change(uow, command.report_id, event.event_id)
 
 
@@ -539,6 +550,7 @@ async def record_paper_copy(uow: UnitOfWork, command: RecordPaperCopy) -> Report
         command.recorded_by,
         event_id=event.event_id,
     )
+    await _report_obligation(uow, command.report_id)
     return await _report_change(uow, command.report_id, event.event_id)
 
 
@@ -909,12 +921,80 @@ async def _trail(
     )
 
 
+# --- obligations with deadlines ---------------------------------------------------------------
+
+MONITORING_PLAN = "monitoring_plan"
+REPORT = "report"
+REPORT_WITHOUT_PAPER_COPY = "report submitted, paper copy not received"
+PAPER_COPY_WITHOUT_REPORT = "paper copy received; report not submitted"
+
+
+def plan_missing(policy: Policy) -> str:
+    """What an enrolled entity lacks for its monitoring plan: the plan of the policy's plan
+    year."""
+    return f"no {policy.monitoring_plan.year} monitoring plan submitted"
+
+
+def report_missing(policy: Policy) -> str:
+    """What an enrolled entity lacks for its report: the online submission and, when the policy
+    asks for one, the paper copy."""
+    missing = f"{policy.compliance_year} emissions report not submitted"
+    return f"{missing}; paper copy not received" if policy.report.paper_copy else missing
+
+
+async def _enroll(uow: UnitOfWork, registered: EntityRegistered) -> None:
+    """An entity on the cycle's roster is bound by its monitoring plan and its report (once;
+    overdue at once when rostered after a deadline)."""
+    for obligation, missing in (
+        (MONITORING_PLAN, plan_missing(uow.policy)),
+        (REPORT, report_missing(uow.policy)),
+    ):
+        await obligations.enroll(
+            uow,
+            store.obligation_tables,
+            credit_code=registered.credit_code,
+            obligation=obligation,
+            name=registered.name,
+            district=registered.district,
+            missing=missing,
+        )
+
+
+async def _report_obligation(uow: UnitOfWork, report_id: UUID) -> None:
+    """Where the entity's report obligation stands after its report changed. It is met once the
+    report was submitted online and, when the policy asks for one, its paper copy recorded: at
+    the later of the two instants (on time iff before the deadline). Until then its missing text
+    says which half is still to come."""
+    row = await _report_row(uow, report_id)
+    if row.compliance_year != uow.policy.compliance_year:
+        return  # an earlier cycle's report: that cycle's obligation, not this one's
+    submitted_at, paper_at = row.first_submitted_at, row.paper_copy_recorded_at
+    tables, code = store.obligation_tables, row.credit_code
+    if not uow.policy.report.paper_copy:
+        paper_at = submitted_at  # no paper copy asked for: the online submission is all
+    if submitted_at is not None and paper_at is not None:
+        done_at = max(submitted_at, paper_at)
+        await obligations.complete(uow, tables, credit_code=code, obligation=REPORT, at=done_at)
+        return
+    # One half is in. (A paper copy is taken only of a submitted report, so today the second
+    # text never shows; it is kept should the Bureau record paper before the online copy.)
+    if submitted_at is not None:
+        missing = REPORT_WITHOUT_PAPER_COPY
+    elif paper_at is not None:
+        missing = PAPER_COPY_WITHOUT_REPORT
+    else:
+        return
+    await obligations.still_missing(
+        uow, tables, credit_code=code, obligation=REPORT, missing=missing
+    )
+
+
 # --- consumed events --------------------------------------------------------------------------
 
 
 async def on_entity_registered(uow: UnitOfWork, event: Event[Any]) -> None:
     """Reporting learns who may report, where they are supervised and their sector from the
-    registry."""
+    registry; an entity on the cycle's roster is bound by its plan and report deadlines."""
     registered: EntityRegistered = event.payload
     await store.add_to_roster(
         uow.conn,
@@ -924,6 +1004,8 @@ async def on_entity_registered(uow: UnitOfWork, event: Event[Any]) -> None:
         district=registered.district,
         sector=registered.sector,
     )
+    if registered.compliance_year == uow.policy.compliance_year:
+        await _enroll(uow, registered)
 
 
 async def on_verification_returned(uow: UnitOfWork, event: Event[Any]) -> None:

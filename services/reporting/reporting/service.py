@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
+from carbon_platform.obligations import Watched
 from reporting import api, commands, store
+
+# The deadlines reporting owns, watched per rostered entity (commands.py enrols and completes).
+WATCHED = Watched(store.obligation_tables, ("monitoring_plan", "report"))
 
 SERVICE = ServiceDefinition(
     name="reporting",
@@ -14,6 +18,7 @@ SERVICE = ServiceDefinition(
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
-    routers=[api.router],
+    routers=[api.router, WATCHED.router()],
     handlers=commands.HANDLERS,
+    background=[WATCHED.watch],
 )

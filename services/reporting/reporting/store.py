@@ -1,5 +1,6 @@
 """Reporting tables: the entity roster it learns from registry events, monitoring plans and
-reports with their versions, regulator determinations, and the audit trail of every transition.
+reports with their versions, regulator determinations, the audit trail of every transition, and
+the obligations with deadlines it watches per entity (the monitoring plan and the report).
 
 Every state change is a conditional update on the state it starts from (`transition_*`): when
 another instance changed the row first, nothing is updated and the caller answers 409."""
@@ -33,11 +34,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from carbon_platform import obligations
 from carbon_platform.db import Upsert
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
 metadata = MetaData()
 messaging = messaging_tables(metadata)
+# Each rostered entity's monitoring plan and report against their deadlines (migration 0004).
+obligation_tables = obligations.obligation_tables(metadata)
 
 # Projection of entity.registered: who may report for which year, where they are supervised and
 # in which sector. `filing` says what the year's figure comes from once there is one: the
