@@ -32,6 +32,8 @@ CODE = make_credit_code(1)
 OTHER = make_credit_code(2)
 CASE_ID = UUID("0b7e7a53-6a1f-4b5e-9b44-3e0f0c9d1a01")
 HEADER = "credit_code,name,district,sector,compliance_year"
+REGISTERED_LATE = ["entity.registered", "accounts_opening.overdue"]
+"""What registering a new entrant after the accounts_opening deadline (2025-03-31) publishes."""
 
 
 def registration(code: str = CODE, **changes: object) -> Registration:
@@ -118,8 +120,13 @@ async def test_register_entity_rosters_it_and_records_entity_registered(
     ran = await registry.run(commands.register_entity, registration())
 
     assert ran.result.credit_code == CODE
-    [event] = ran.events
+    # A new entrant put on the roster after 2025-03-31 is overdue with its accounts at once.
+    event, overdue = ran.events
     assert (event.topic, event.key, event.type) == ("entity.registered", CODE, "entity.registered")
+    assert (overdue.type, overdue.payload["missing"]) == (
+        "accounts_opening.overdue",
+        "registry account not opened; trading account not linked",
+    )
     assert event.payload == {
         "credit_code": CODE,
         "compliance_year": 2024,
@@ -138,7 +145,7 @@ async def test_register_entity_rosters_it_and_records_entity_registered(
         "chemicals",
     )
     assert await registry.read(store.is_rostered, credit_code=CODE, compliance_year=2024)
-    assert [e.event.id for e in await registry.outbox()] == [ran.result.event_id]
+    assert [e.event.id for e in await registry.outbox()] == [ran.result.event_id, overdue.event.id]
 
 
 async def test_register_entity_normalises_the_credit_code(registry: Harness) -> None:
@@ -191,7 +198,7 @@ async def test_register_entity_twice_conflicts_and_records_one_event(registry: H
         await registry.run(commands.register_entity, registration(name="Renamed Ltd"))
     assert refused.value.code == "already_registered"
     assert (await registry.read(store.get_entity, credit_code=CODE)).name == "上海示例化工有限公司"
-    assert [event.type for event in await registry.outbox()] == ["entity.registered"]
+    assert [event.type for event in await registry.outbox()] == REGISTERED_LATE
 
 
 # --- open_account -----------------------------------------------------------------------------
@@ -229,7 +236,7 @@ async def test_open_account_twice_conflicts(registry: Harness) -> None:
     with pytest.raises(Conflict) as refused:
         await registry.run(commands.open_account, OpenAccount(credit_code=CODE))
     assert refused.value.code == "account_exists"
-    assert [e.type for e in await registry.outbox()] == ["entity.registered", "account.opened"]
+    assert [e.type for e in await registry.outbox()] == [*REGISTERED_LATE, "account.opened"]
 
 
 async def test_open_account_refuses_an_invalid_credit_code(registry: Harness) -> None:
@@ -257,7 +264,7 @@ async def test_the_final_figure_sets_the_obligation_and_issues_nothing_yet(
     )
     assert due.case_id == str(CASE_ID)
     assert await holdings(registry) == {}
-    assert [e.type for e in await registry.outbox()] == ["entity.registered"]
+    assert [e.type for e in await registry.outbox()] == REGISTERED_LATE
 
 
 @pytest.mark.parametrize(
@@ -343,7 +350,7 @@ async def test_a_second_final_figure_is_refused_and_changes_nothing(registry: Ha
     assert refused.value.code == "already_verified"
     assert (await obligation(registry)).verified_emissions == Decimal("24251.551")
     assert await holdings(registry) == {}
-    assert [e.type for e in await registry.outbox()] == ["entity.registered"]
+    assert [e.type for e in await registry.outbox()] == REGISTERED_LATE
 
 
 def test_the_registry_acts_on_the_final_verified_figure_only() -> None:
@@ -614,8 +621,10 @@ async def test_an_upload_registers_each_row_alone_and_keeps_every_result(
     ran = await registry.run(commands.register_pending_rows, 1000)
 
     assert ran.result == 8
-    assert ran.types == ["entity.registered", "entity.registered"]
-    assert [(e.key, e.payload["new_entrant"]) for e in ran.events] == [
+    # The new entrant, registered after the accounts_opening deadline, is overdue at once.
+    assert ran.types == ["entity.registered", "accounts_opening.overdue", "entity.registered"]
+    registered = [e for e in ran.events if e.type == "entity.registered"]
+    assert [(e.key, e.payload["new_entrant"]) for e in registered] == [
         (first, True),
         (second, False),
     ]
@@ -637,8 +646,8 @@ async def test_an_upload_registers_each_row_alone_and_keeps_every_result(
         (9, "refused", "invalid_row"),
     ]
     by_line = {row.line: row for row in rows}
-    assert by_line[2].event_id == ran.events[0].event.id
-    assert by_line[8].event_id == ran.events[1].event.id
+    assert by_line[2].event_id == registered[0].event.id
+    assert by_line[8].event_id == registered[1].event.id
     assert all(row.event_id is None for row in rows if row.status == "refused")
     assert "surplus" in by_line[6].message
     assert by_line[3].credit_code == "91310115MA1K4C8N0X"
@@ -650,7 +659,7 @@ async def test_an_upload_registers_each_row_alone_and_keeps_every_result(
     assert counts == {"registered": 2, "refused": 6}
     done = await registry.read(store.get_roster_import, import_id=uploaded.import_id)
     assert done.finished_at == registry.clock.now()
-    assert [e.type for e in await registry.outbox()] == ["entity.registered"] * 2
+    assert [e.type for e in await registry.outbox()] == ran.types
 
 
 async def test_an_upload_refuses_a_row_whose_district_is_not_in_the_policy(

@@ -22,7 +22,7 @@ from carbon_platform.auth import Principal
 from carbon_platform.codec import Event, Outgoing
 from carbon_platform.context import Context, Handler, UnitOfWork
 from carbon_platform.http import refusals
-from registry import store
+from registry import deadlines, store
 from registry.domain import allocation as plan
 from registry.domain import compliance
 from registry.domain.credit_code import checked_credit_code
@@ -64,15 +64,17 @@ async def on_verification_finalised(uow: UnitOfWork, event: Event[Any]) -> None:
         raise NotFound("unknown_entity", f"{code} is not on the {year} roster")
     if await store.get_obligation(uow.conn, credit_code=code, compliance_year=year):
         raise Conflict("already_verified", f"{code} already has verified emissions for {year}")
+    obligation = compliance.obligation(policy, final.verified_emissions)
     await store.create_obligation(
         uow.conn,
         credit_code=code,
         compliance_year=year,
         case_id=str(final.case_id),
         verified_emissions=final.verified_emissions,
-        obligation=compliance.obligation(policy, final.verified_emissions),
+        obligation=obligation,
         outputs=[output.model_dump(mode="json") for output in final.outputs],
     )
+    await deadlines.obligation_determined(uow, credit_code=code, obligation=obligation)
     if await store.get_closure(uow.conn, compliance_year=year):
         await _preview_year(uow, year, credit_code=code)
 

@@ -20,7 +20,7 @@ from carbon_contracts.events import (
 )
 from carbon_platform import metrics
 from carbon_platform.context import Handler, UnitOfWork
-from registry import allocation, store
+from registry import allocation, deadlines, store
 from registry.domain import compliance, offsets
 from registry.domain.credit_code import checked_credit_code
 from registry.schemas import (
@@ -72,6 +72,13 @@ async def register_entity(uow: UnitOfWork, command: Registration) -> RegisteredE
             registered_at=uow.now,
         )
     )
+    await deadlines.enroll(
+        uow,
+        credit_code=code,
+        name=command.name,
+        district=command.district,
+        new_entrant=command.new_entrant,
+    )
     return RegisteredEntity(
         **command.model_dump(exclude={"credit_code"}), credit_code=code, event_id=event.event_id
     )
@@ -105,6 +112,8 @@ async def open_account(uow: UnitOfWork, command: OpenAccount) -> Account:
             on_time=on_time,
         )
     )
+    if entry is not None and entry.new_entrant:
+        await deadlines.accounts_changed(uow, code)
     await allocation.issue_waiting(uow, code)
     return Account(account_id=account_id, credit_code=code, event_id=event.event_id)
 
@@ -195,6 +204,14 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
             )
         )
         preallocated = await _preallocate(uow, code, year, due.verified_emissions)
+    await deadlines.surrendered(
+        uow,
+        credit_code=code,
+        compliance_year=year,
+        surrendered=done.surrendered,
+        obligation=due.obligation,
+        completed_at=uow.now if done.complete else None,
+    )
     uow.on_commit(lambda: metrics.ALLOWANCES_SURRENDERED.inc(command.allowances))
     return SurrenderReceipt(
         credit_code=code,

@@ -25,7 +25,7 @@ from carbon_platform.auth import Principal
 from carbon_platform.codec import Event
 from carbon_platform.context import Context, Handler, ServiceContext, UnitOfWork
 from carbon_platform.http import refusals
-from registry import store
+from registry import deadlines, store
 from registry.api import EntityCode
 from registry.domain.credit_code import checked_credit_code
 from registry.schemas import (
@@ -127,6 +127,7 @@ async def on_trading_account_opened(uow: UnitOfWork, event: Event[Any]) -> None:
         opened_at=opened.opened_at,
         at=uow.now,
     )
+    await deadlines.accounts_changed(uow, code)
 
 
 async def on_exchange_transfer_settled(uow: UnitOfWork, event: Event[Any]) -> None:

@@ -476,3 +476,29 @@ class AwardView(_Closed):
     payment_id: str | None
     paid_at: datetime | None
     closed_at: datetime | None
+
+
+class Shortfall(_Closed):
+    """One entity's projected shortfall for the year's surrender: what it may still have to
+    surrender against what it holds that the surrender could use."""
+
+    credit_code: str
+    name: str
+    compliance_year: ComplianceYear
+    held: Allowances = Field(
+        description="allowances the year's surrender may draw: transferable ones of vintages up "
+        "to the year, and the surrender-only ones of the year (offsets not counted)"
+    )
+    basis: Allowances | None = Field(
+        description="the obligation once determined, else the latest reported emissions rounded "
+        "per the policy's rounding.obligation, else null"
+    )
+    basis_source: Literal["obligation", "reported_emissions"] | None
+    reported_emissions: TonnesCO2 | None = Field(
+        description="the latest version's reported total (report.submitted), if any"
+    )
+    report_version: int | None
+    surrendered: Allowances = Field(description="already surrendered for the year")
+    shortfall: Allowances | None = Field(
+        description="max(0, basis - surrendered - held); null without a basis"
+    )

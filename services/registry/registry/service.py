@@ -7,9 +7,13 @@ import asyncio
 from pathlib import Path
 
 from carbon_platform.context import ServiceContext, ServiceDefinition
-from registry import allocation, api, auction, commands, ledger, store
+from carbon_platform.obligations import Watched
+from registry import allocation, api, auction, commands, deadlines, ledger, store
 
 ROWS_PER_TRANSACTION = 500
+WATCHED = Watched(store.obligation_tables, deadlines.OWNED)
+"""The registry's deadlines (accounts_opening, surrender): reminders, overdue entities,
+escalated cases, on time (the watch task) and on view (its routes)."""
 
 
 async def register_roster_uploads(context: ServiceContext) -> None:
@@ -27,8 +31,19 @@ SERVICE = ServiceDefinition(
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
-    routers=[api.router, allocation.router, ledger.router, auction.router],
-    handlers=commands.HANDLERS | allocation.HANDLERS | ledger.HANDLERS | auction.HANDLERS,
+    routers=[
+        api.router,
+        allocation.router,
+        ledger.router,
+        auction.router,
+        deadlines.router,
+        WATCHED.router(),
+    ],
+    handlers=commands.HANDLERS
+    | allocation.HANDLERS
+    | ledger.HANDLERS
+    | auction.HANDLERS
+    | deadlines.HANDLERS,
     body_limits={
         "/roster/imports": api.ROSTER_UPLOAD_BYTES,
         "/opening-balances": api.ROSTER_UPLOAD_BYTES,
@@ -37,5 +52,6 @@ SERVICE = ServiceDefinition(
         register_roster_uploads,
         ledger.reconcile_periodically,
         auction.close_auctions_on_time,
+        WATCHED.watch,
     ],
 )

@@ -41,10 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from carbon_contracts.errors import Conflict, Invalid, NotFound
 from carbon_platform.db import Upsert
+from carbon_platform.obligations import obligation_tables as _obligation_tables
 from carbon_platform.tables import ScaledDecimal, UtcDateTime, messaging_tables
 
 metadata = MetaData()
 messaging = messaging_tables(metadata)
+# The registry's obligations with deadlines (accounts_opening, surrender), watched per entity.
+obligation_tables = _obligation_tables(metadata)
 
 entities = Table(
     "entities",
@@ -436,6 +439,21 @@ roster_import_rows = Table(
         "(status = 'registered') = (event_id IS NOT NULL)", name="ck_roster_import_rows_event"
     ),
     Index("ix_roster_import_rows_pending", "status", "import_id", "line"),
+)
+
+
+# Each entity's latest reported emissions of a year (`report.submitted`, latest version only):
+# the basis of its projected shortfall until verification determines its obligation.
+reported_emissions = Table(
+    "reported_emissions",
+    metadata,
+    Column("credit_code", ForeignKey("entities.credit_code"), primary_key=True),
+    Column("compliance_year", Integer, primary_key=True),
+    Column("report_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("total_emissions", ScaledDecimal(3), nullable=False),
+    Column("submitted_at", UtcDateTime(), nullable=False),
+    CheckConstraint("version >= 1", name="ck_reported_emissions_version"),
 )
 
 
@@ -1823,3 +1841,110 @@ async def close_award(
         .values(status=status, closed_at=at, payment_id=payment_id, paid_at=paid_at)
     )
     return closed.rowcount == 1
+
+
+# --- deadlines: reported emissions and projected shortfalls -----------------------------------
+
+
+def _reported(insert: Callable[[Table], Any]) -> Any:
+    statement = insert(reported_emissions)
+    columns = ("report_id", "version", "total_emissions", "submitted_at")
+    return statement.on_conflict_do_update(
+        index_elements=["credit_code", "compliance_year"],
+        set_={name: statement.excluded[name] for name in columns},
+        # Only a later version replaces what is kept: a redelivered or reordered earlier one
+        # changes nothing.
+        where=statement.excluded.version > reported_emissions.c.version,
+    )
+
+
+_REPORTED = Upsert(_reported)
+
+
+async def keep_reported_emissions(
+    conn: AsyncConnection,
+    *,
+    credit_code: str,
+    compliance_year: int,
+    report_id: str,
+    version: int,
+    total_emissions: Decimal,
+    submitted_at: datetime,
+) -> None:
+    """The entity's reported total for the year, if this version is later than the one kept."""
+    await conn.execute(
+        _REPORTED.on(conn),
+        {
+            "credit_code": credit_code,
+            "compliance_year": compliance_year,
+            "report_id": report_id,
+            "version": version,
+            "total_emissions": total_emissions,
+            "submitted_at": submitted_at,
+        },
+    )
+
+
+async def get_reported_emissions(
+    conn: AsyncConnection, *, credit_code: str, compliance_year: int
+) -> Any:
+    found = await conn.execute(
+        select(reported_emissions)
+        .where(reported_emissions.c.credit_code == credit_code)
+        .where(reported_emissions.c.compliance_year == compliance_year)
+    )
+    return found.first()
+
+
+async def shortfall_positions(
+    conn: AsyncConnection, *, district: str, compliance_year: int
+) -> list[Any]:
+    """Per entity of the district on the year's roster: `name`, `held` (allowances the year's
+    surrender may draw: transferable ones of vintages up to the year, and the surrender-only
+    ones of the year), `obligation` and `surrendered` (None until determined), and the latest
+    reported `total_emissions` and its `version` (None without a report)."""
+    usable = (
+        select(holdings.c.credit_code, func.sum(holdings.c.balance).label("balance"))
+        .where(holdings.c.vintage <= compliance_year)
+        .group_by(holdings.c.credit_code)
+        .subquery("usable")
+    )
+    restricted = (
+        select(surrender_only_holdings.c.credit_code, surrender_only_holdings.c.balance)
+        .where(surrender_only_holdings.c.vintage == compliance_year)
+        .subquery("restricted")
+    )
+    code = roster.c.credit_code
+    held = func.coalesce(usable.c.balance, 0) + func.coalesce(restricted.c.balance, 0)
+    query = (
+        select(
+            code,
+            entities.c.name,
+            held.label("held"),
+            obligations.c.obligation,
+            obligations.c.surrendered,
+            reported_emissions.c.total_emissions,
+            reported_emissions.c.version,
+        )
+        .join(entities, entities.c.credit_code == code)
+        .outerjoin(
+            obligations,
+            and_(
+                obligations.c.credit_code == code,
+                obligations.c.compliance_year == roster.c.compliance_year,
+            ),
+        )
+        .outerjoin(
+            reported_emissions,
+            and_(
+                reported_emissions.c.credit_code == code,
+                reported_emissions.c.compliance_year == roster.c.compliance_year,
+            ),
+        )
+        .outerjoin(usable, usable.c.credit_code == code)
+        .outerjoin(restricted, restricted.c.credit_code == code)
+        .where(roster.c.compliance_year == compliance_year)
+        .where(entities.c.district == district)
+        .order_by(code)
+    )
+    return list(await conn.execute(query))
