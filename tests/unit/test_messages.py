@@ -1,4 +1,5 @@
-"""Notifications for the entity concerned and its district bureau, from each v1 event."""
+"""Notifications for the entity concerned, its district bureau and the Bureau, from each v1
+event."""
 
 from __future__ import annotations
 
@@ -14,13 +15,24 @@ from tests.support import EXAMPLE_FILES, example, load_example
 
 POLICY = load_policy(default_policy_path())
 CODE = "91310115MA1K4C8N0W"
+CASES = {
+    f"{obligation}.{kind}"
+    for obligation in ev.OBLIGATIONS
+    for kind in ("overdue", "done_late", "case_escalated")
+}
+"""An obligation's case in the district's queue: opened (overdue), closed (done late) or sent on
+to the Bureau (escalated)."""
+ESCALATIONS = {f"{obligation}.case_escalated" for obligation in ev.OBLIGATIONS}
+"""Told to the district and the Bureau, not to the entity."""
 DISTRICT_EVENTS = {
     "entity.registered",
     "auction.award_cancelled",
     "report.submitted",
     "emissions.determined",
     "surrender.completed",
+    *CASES,
 }
+DEADLINES_PASSED = {f"{obligation}.deadline_passed" for obligation in ev.OBLIGATIONS}
 
 
 ENTITY_PAYLOADS = [
@@ -32,8 +44,10 @@ EXAMPLES = [
     for payload in ENTITY_PAYLOADS
     if payload.EVENT not in INBOUND
 ]
-"""Every example about one entity (a cycle-wide event concerns no entity: the handler skips it;
-the notifier does not read the inbound topics)."""
+"""Every example about one entity (a cycle-wide event concerns no entity: only deadline_passed
+tells anyone, see test_notifier_deadlines.py; the notifier does not read the inbound topics)."""
+OBLIGATION_EXAMPLES = [p for p in EXAMPLES if isinstance(p.values[0], ev.ObligationEvent)]
+OTHER_EXAMPLES = [p for p in EXAMPLES if not isinstance(p.values[0], ev.ObligationEvent)]
 
 
 def entity_example(event: str) -> ev.EventPayload:
@@ -57,6 +71,7 @@ def test_every_event_type_about_an_entity_has_an_example_here() -> None:
         "auction.announced",
         "auction.cleared",
         "market_day.closed",
+        *DEADLINES_PASSED,
     }
     covered = {load_example(path).EVENT for path in EXAMPLE_FILES} - not_about_one_entity
     assert covered == {payload.EVENT for payload in ENTITY_PAYLOADS}
@@ -64,9 +79,14 @@ def test_every_event_type_about_an_entity_has_an_example_here() -> None:
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)
-def test_every_event_notifies_the_entity_by_credit_code(payload: ev.EventPayload) -> None:
+def test_every_event_but_an_escalation_notifies_the_entity_by_credit_code(
+    payload: ev.EventPayload,
+) -> None:
     notes = notifications_for(payload, district="pudong", policy=POLICY)
     entity = [n for n in notes if n.recipient_type == "entity"]
+    if payload.EVENT in ESCALATIONS:  # the Bureau's business with the district now
+        assert entity == []
+        return
     assert len(entity) == 1
     assert entity[0].recipient_id == payload.credit_code
     assert entity[0].subject
@@ -74,11 +94,13 @@ def test_every_event_notifies_the_entity_by_credit_code(payload: ev.EventPayload
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)
-def test_the_district_is_told_only_of_roster_reports_and_surrenders(
+def test_the_district_is_told_only_of_roster_reports_surrenders_and_its_cases(
     payload: ev.EventPayload,
 ) -> None:
     notes = notifications_for(payload, district="pudong", policy=POLICY)
+    entity = [n for n in notes if n.recipient_type == "entity"]
     district = [n for n in notes if n.recipient_type == "district"]
+    bureau = [n for n in notes if n.recipient_type == "bureau"]
     if payload.EVENT in DISTRICT_EVENTS:
         assert len(district) == 1
         assert district[0].recipient_id == "pudong"
@@ -89,14 +111,36 @@ def test_the_district_is_told_only_of_roster_reports_and_surrenders(
         )
     else:
         assert district == []
-    assert len(notes) == 1 + len(district)
+    if payload.EVENT in ESCALATIONS:
+        assert [(n.recipient_id, payload.credit_code in n.subject) for n in bureau] == [
+            ("bureau", True)
+        ]
+    else:
+        assert bureau == []
+    assert len(notes) == len(entity) + len(district) + len(bureau)
 
 
-@pytest.mark.parametrize("payload", EXAMPLES)
+@pytest.mark.parametrize("payload", OTHER_EXAMPLES)
 def test_no_district_notification_without_a_known_district(payload: ev.EventPayload) -> None:
     notes = notifications_for(payload, district=None, policy=POLICY)
     assert [n.recipient_type for n in notes] == ["entity"]
     assert notes[0] == to_entity(payload, district="pudong")
+
+
+@pytest.mark.parametrize("payload", OBLIGATION_EXAMPLES)
+def test_an_obligation_event_tells_the_district_it_names(payload: ev.EventPayload) -> None:
+    assert isinstance(payload, ev.ObligationEvent)
+    named = notifications_for(payload, district="pudong", policy=POLICY)
+    # Whatever the notifier's roster says (or does not), the producer's district is told.
+    for known in (None, "minhang"):
+        assert notifications_for(payload, district=known, policy=POLICY) == named
+    moved = payload.model_copy(update={"district": "jinshan"})
+    districts = [
+        n.recipient_id
+        for n in notifications_for(moved, district="pudong", policy=POLICY)
+        if n.recipient_type == "district"
+    ]
+    assert districts == (["jinshan"] if payload.EVENT in DISTRICT_EVENTS else [])
 
 
 @pytest.mark.parametrize("payload", EXAMPLES)

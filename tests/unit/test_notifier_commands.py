@@ -1,4 +1,5 @@
-"""The notifier's handler on an in-memory database: for every event type, who is told."""
+"""The notifier's handler on an in-memory database: for every event type, who is told (the
+deadline events in detail: test_notifier_deadlines.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from carbon_contracts.catalogue import catalogue
 from carbon_contracts.events import (
     EVENT_MODELS,
+    OBLIGATIONS,
     AccountOpened,
     AllocationIssued,
     EventPayload,
+    ObligationEvent,
     PreallocationIssued,
     SurrenderCompleted,
     VerificationApproved,
@@ -102,16 +105,24 @@ def payloads(code: str = CODE, on_time: bool = True) -> dict[str, EventPayload]:
     }
 
 
+ESCALATIONS = {f"{obligation}.case_escalated" for obligation in OBLIGATIONS}
+"""Told to the district and the Bureau; the entity heard of its case when it opened."""
 TOLD_TO_THE_DISTRICT = {
     "entity.registered",
     "report.submitted",
     "emissions.determined",
     "surrender.completed",
     "auction.award_cancelled",
+    *(f"{obligation}.overdue" for obligation in OBLIGATIONS),
+    *(f"{obligation}.done_late" for obligation in OBLIGATIONS),
+    *ESCALATIONS,
 }
+OBLIGATION_EVENTS = {e for e, model in EVENT_MODELS.items() if issubclass(model, ObligationEvent)}
+"""They name the district themselves: told at once, never kept waiting for entity.registered."""
 CYCLE_WIDE = ["auction.announced", "auction.cleared", "verification.closed"]
-"""Keyed by the policy cycle, about no one entity; the notifier tells only entities and
-districts, so no one."""
+"""Keyed by the policy cycle, about no one entity: told to no one."""
+DEADLINES_PASSED = [f"{obligation}.deadline_passed" for obligation in OBLIGATIONS]
+"""Cycle-wide too, but told to the Bureau and the districts with entities overdue."""
 ENTITY_EVENTS = sorted(
     e
     for e, model in EVENT_MODELS.items()
@@ -138,7 +149,7 @@ def telling_the_district() -> list[Any]:
     return [
         *(
             pytest.param(every[e], id=e)
-            for e in sorted(TOLD_TO_THE_DISTRICT - {"entity.registered"})
+            for e in sorted(TOLD_TO_THE_DISTRICT - {"entity.registered"} - OBLIGATION_EVENTS)
         ),
         pytest.param(
             every["account.opened"].model_copy(update={"on_time": False}), id="account.opened-late"
@@ -154,7 +165,9 @@ def telling_the_district() -> list[Any]:
 
 def test_the_fixture_covers_every_event_type_about_an_entity() -> None:
     # market_day.closed is the exchange's market data, keyed by the instrument.
-    assert set(payloads()) == set(EVENT_MODELS) - set(CYCLE_WIDE) - {"market_day.closed"}
+    assert set(payloads()) == (
+        set(EVENT_MODELS) - set(CYCLE_WIDE) - set(DEADLINES_PASSED) - {"market_day.closed"}
+    )
     assert set(ENTITY_EVENTS) == set(payloads()) - {
         e for topic in catalogue().topics if topic.is_inbound for e in topic.event_types
     }
@@ -199,18 +212,31 @@ async def test_each_event_tells_the_entity_and_where_due_its_district(
     to_district = [
         row for row in await told(notifier, "district", "pudong") if row.event_id == event.id
     ]
-    [entity_row] = to_entity
-    assert (entity_row.credit_code, entity_row.event_type) == (CODE, event_type)
-    assert entity_row.subject and entity_row.message
-    assert entity_row.created_at == notifier.clock.now()
+    to_bureau = [
+        row for row in await told(notifier, "bureau", "bureau") if row.event_id == event.id
+    ]
+    if event_type in ESCALATIONS:
+        assert to_entity == []
+    else:
+        [entity_row] = to_entity
+        assert (entity_row.credit_code, entity_row.event_type) == (CODE, event_type)
+        assert entity_row.subject and entity_row.message
+        assert entity_row.created_at == notifier.clock.now()
     if event_type in TOLD_TO_THE_DISTRICT:
         [district_row] = to_district
         assert (district_row.credit_code, district_row.event_type) == (CODE, event_type)
     else:
         assert to_district == []
+    if event_type in ESCALATIONS:
+        [bureau_row] = to_bureau
+        assert (bureau_row.credit_code, bureau_row.event_type) == (CODE, event_type)
+    else:
+        assert to_bureau == []
 
 
-@pytest.mark.parametrize("event_type", sorted(set(ENTITY_EVENTS) - {"entity.registered"}))
+@pytest.mark.parametrize(
+    "event_type", sorted(set(ENTITY_EVENTS) - {"entity.registered"} - OBLIGATION_EVENTS)
+)
 async def test_without_a_known_district_only_the_entity_is_told(
     notifier: Harness, event_type: str
 ) -> None:

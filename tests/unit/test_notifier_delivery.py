@@ -25,6 +25,7 @@ from carbon_platform.auth import Role
 from notifier import store
 from notifier.delivery import Deliverer, DeliverySettings, sign
 from registry.domain.credit_code import make_credit_code
+from tests.support import example
 from tests.unit.support import Harness, consumed, entity_registered
 
 CODE = make_credit_code(1)
@@ -183,11 +184,15 @@ async def test_recipients_subscribe_for_themselves(notifier: Harness) -> None:
             "district",
             "pudong",
         )
-        # The Bureau names the recipient, and must.
+        # The Bureau subscribes for itself unless it names another recipient.
         unnamed = await client.post(
             "/subscriptions", json={"channel": "email", "address": "a@example.com"}, headers=bureau
         )
-        assert unnamed.status_code == 422
+        assert unnamed.status_code == 201
+        assert (unnamed.json()["recipient_type"], unnamed.json()["recipient_id"]) == (
+            "bureau",
+            "bureau",
+        )
         for_other = await client.post(
             "/subscriptions",
             json={
@@ -210,7 +215,7 @@ async def test_recipients_subscribe_for_themselves(notifier: Harness) -> None:
         mine = await client.get("/subscriptions", headers=entity)
         assert [row["id"] for row in mine.json()] == [own.json()["id"]]
         everyone = await client.get("/subscriptions", headers=bureau)
-        assert len(everyone.json()) == 3
+        assert len(everyone.json()) == 4
 
         # Only its recipient (or the Bureau) deletes a subscription.
         other_entity = notifier.token("entity", credit_code=OTHER)
@@ -286,6 +291,119 @@ async def test_a_delivery_is_queued_per_subscription_of_each_recipient_told(
     )
     assert {(row.status, row.attempts) for row in rows} == {("pending", 0)}
     assert {row.channel for row in rows if row.subscription_id == webhook["id"]} == {"webhook"}
+
+
+async def test_the_bureaus_subscriptions_get_its_deadline_notices(
+    notifier: Harness, http: httpx.AsyncClient
+) -> None:
+    bureau = notifier.token("regulator")
+    district = notifier.token("district", district="pudong")
+    told_before = metrics.NOTIFICATIONS.labels("bureau")._value.get()
+    async with Endpoint(200) as endpoint:
+        async with notifier.client() as client:
+            created = await client.post(
+                "/subscriptions", json={"channel": "webhook", "url": endpoint.url}, headers=bureau
+            )
+            mail = await client.post(
+                "/subscriptions",
+                json={
+                    "channel": "email",
+                    "address": "bureau@example.com",
+                    "recipient_type": "bureau",
+                    "recipient_id": "bureau",
+                },
+                headers=bureau,
+            )
+        hook = created.json()
+        assert (hook["recipient_type"], hook["recipient_id"]) == ("bureau", "bureau")
+        assert (mail.json()["recipient_type"], mail.json()["recipient_id"]) == ("bureau", "bureau")
+        escalated = consumed(example("surrender.case_escalated"))
+        passed = consumed(example("surrender.deadline_passed"))
+        await notifier.handle(escalated)
+        await notifier.handle(passed)
+        await notifier.handle(passed)  # again: no new notice, so no new delivery
+
+        queued = await deliveries(notifier, recipient_type="bureau")
+        assert sorted((row.subscription_id, row.channel) for row in queued) == sorted(
+            [(hook["id"], "webhook")] * 2 + [(mail.json()["id"], "email")] * 2
+        )
+        assert {row.status for row in queued} == {"pending"}
+        # Only the Bureau's subscriptions: the district's own notices queue nothing for it.
+        assert {row.recipient_id for row in queued} == {"bureau"}
+        assert await deliveries(notifier, recipient_type="district") == []
+
+        # No SMTP server here: the e-mail subscription goes, and its deliveries with it.
+        async with notifier.client() as client:
+            path = f"/subscriptions/{mail.json()['id']}"
+            assert (await client.delete(path, headers=bureau)).status_code == 200
+        deliverer = Deliverer(notifier.context, settings=SETTINGS, http=http)
+        assert await deliverer.deliver_due() == 2
+
+    secret = hook["secret"]
+    documents = []
+    for headers, body in endpoint.requests:
+        assert headers["x-carbon-signature"] == sign(
+            secret, int(headers["x-carbon-timestamp"]), body
+        )
+        documents.append(json.loads(body))
+    assert sorted((d["event_type"], d["credit_code"]) for d in documents) == [
+        ("surrender.case_escalated", "91310115MA1K4C8N0W"),
+        ("surrender.deadline_passed", None),  # about the whole cycle, no one entity
+    ]
+    assert {(d["recipient_type"], d["recipient_id"]) for d in documents} == {("bureau", "bureau")}
+    assert metrics.NOTIFICATIONS.labels("bureau")._value.get() == told_before + 2
+
+    async with notifier.client() as client:
+        own = await client.get("/notifications?recipient_type=bureau", headers=bureau)
+        assert sorted(row["event_type"] for row in own.json()) == [
+            "surrender.case_escalated",
+            "surrender.deadline_passed",
+        ]
+        # A district sees neither the Bureau's notices nor its subscriptions and deliveries.
+        theirs = await client.get("/notifications?recipient_type=bureau", headers=district)
+        assert {row["recipient_type"] for row in theirs.json()} == {"district"}
+        assert (await client.get("/subscriptions", headers=district)).json() == []
+        assert (await client.get("/deliveries", headers=district)).json() == []
+        delivered = await deliveries(notifier, recipient_type="bureau", status="delivered")
+        assert {row.subscription_id for row in delivered} == {hook["id"]}
+        attempts = f"/deliveries/{delivered[0].id}/attempts"
+        assert (await client.get(attempts, headers=district)).status_code == 403
+        assert (await client.get(attempts, headers=bureau)).status_code == 200
+        named_bureau = notifier.token("district", district="bureau")
+        path = f"/subscriptions/{hook['id']}"
+        assert (await client.delete(path, headers=named_bureau)).status_code == 403
+        assert (await client.delete(path, headers=bureau)).status_code == 200
+
+
+async def test_only_the_bureau_subscribes_for_the_bureau(notifier: Harness) -> None:
+    bureau_recipient = {"recipient_type": "bureau", "recipient_id": "bureau"}
+    async with notifier.client() as client:
+        for token in (
+            notifier.token("entity", credit_code=CODE),
+            notifier.token("district", district="pudong"),
+            notifier.token("district", district="bureau"),
+        ):
+            answer = await client.post(
+                "/subscriptions",
+                json={"channel": "email", "address": "a@example.com", **bureau_recipient},
+                headers=token,
+            )
+            assert answer.status_code == 403
+        for body in (
+            {"recipient_type": "bureau", "recipient_id": "pudong"},
+            {"recipient_id": "pudong"},
+            {"recipient_type": "district"},
+        ):
+            answer = await client.post(
+                "/subscriptions",
+                json={"channel": "email", "address": "a@example.com", **body},
+                headers=notifier.token("regulator"),
+            )
+            assert answer.status_code == 422
+            assert answer.json()["error"]["code"] == "invalid_request"
+    assert (
+        await notifier.read(store.list_subscriptions, recipient_type=None, recipient_id=None) == []
+    )
 
 
 async def test_a_failing_endpoint_is_retried_with_backoff_and_each_attempt_logged(

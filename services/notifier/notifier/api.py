@@ -1,5 +1,6 @@
-"""Notifier HTTP API: each recipient reads its own notifications, subscribes webhooks and e-mail
-addresses to them, and sees (and replays) their deliveries."""
+"""Notifier HTTP API: each recipient (an entity, a district bureau, the Bureau) reads its own
+notifications, subscribes webhooks and e-mail addresses to them, and sees (and replays) their
+deliveries. The Bureau also reads and manages any other recipient's."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from carbon_platform.auth import Principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
 from notifier import store
+from notifier.domain.messages import BUREAU
 from notifier.schemas import (
     CreatedSubscription,
     DeliveryAttemptView,
     DeliveryView,
     NotificationView,
+    Recipient,
     Subscribe,
     SubscriptionView,
 )
@@ -32,12 +35,12 @@ router = APIRouter(tags=["notifier"])
 async def list_notifications(
     context: Context,
     principal: Annotated[Principal, allowed(NOTIFICATION, "read")],
-    recipient_type: Literal["entity", "district"] | None = None,
+    recipient_type: Recipient | None = None,
     recipient_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[NotificationView]:
     """Newest first. An entity sees its own notifications, a district its own; the Bureau may
-    filter any."""
+    filter any (its own: recipient_type=bureau)."""
     own_type, own_id = _own(principal, NOTIFICATION, "read")
     if own_type:
         recipient_type, recipient_id = own_type, own_id
@@ -50,13 +53,11 @@ async def list_notifications(
     return [NotificationView.model_validate(row, from_attributes=True) for row in rows]
 
 
-Recipient = Literal["entity", "district"]
-
-
 def _own(
     principal: Principal, policy: AccessPolicy, action: str
 ) -> tuple[Recipient | None, str | None]:
-    """The recipient a caller acts for: itself, or (the Bureau) None, None for any."""
+    """The recipient a caller's listing is forced to: itself, or (the Bureau) None, None for
+    any."""
     scope = policy.scope(principal, action)
     if scope.credit_code:
         return "entity", scope.credit_code
@@ -66,9 +67,31 @@ def _own(
 
 
 def _owner(recipient_type: str, recipient_id: str) -> Owner:
+    """Whom a subscription or delivery belongs to. The Bureau's own belong to no entity or
+    district, so only the Bureau's relation reaches them (a district named "bureau" does not)."""
     if recipient_type == "entity":
         return Owner(credit_code=recipient_id)
-    return Owner(district=recipient_id)
+    if recipient_type == "district":
+        return Owner(district=recipient_id)
+    return Owner()
+
+
+def _bureau_recipient(
+    recipient_type: Recipient | None, recipient_id: str | None
+) -> tuple[Recipient, str]:
+    """Whom the Bureau subscribes for: itself unless it names an entity or a district (both
+    type and id)."""
+    if recipient_type in (None, "bureau"):
+        if recipient_id not in (None, BUREAU):
+            raise Invalid(
+                "invalid_request",
+                f"the Bureau's recipient_id is {BUREAU}; to subscribe for an entity or a "
+                "district, name its recipient_type too",
+            )
+        return "bureau", BUREAU
+    if not recipient_id:
+        raise Invalid("invalid_request", f"recipient_type {recipient_type} needs recipient_id")
+    return recipient_type, recipient_id
 
 
 def _subscription(row: Any) -> SubscriptionView:
@@ -86,13 +109,12 @@ async def subscribe(
     context: Context,
     principal: Annotated[Principal, allowed(DELIVERY, "subscribe")],
 ) -> CreatedSubscription:
-    """A recipient subscribes a webhook or an e-mail address to its notifications (the Bureau
-    names the recipient). A webhook's signing secret is in this answer only."""
+    """A recipient subscribes a webhook or an e-mail address to its notifications: an entity or
+    a district for itself, the Bureau for itself (recipient bureau) or for the entity or district
+    it names. A webhook's signing secret is in this answer only."""
     recipient_type, recipient_id = _own(principal, DELIVERY, "subscribe")
     if recipient_type is None:
-        if not (body.recipient_type and body.recipient_id):
-            raise Invalid("invalid_request", "the Bureau names recipient_type and recipient_id")
-        recipient_type, recipient_id = body.recipient_type, body.recipient_id
+        recipient_type, recipient_id = _bureau_recipient(body.recipient_type, body.recipient_id)
     elif (body.recipient_type, body.recipient_id) not in (
         (None, None),
         (recipient_type, recipient_id),
@@ -122,7 +144,7 @@ async def subscribe(
 async def list_subscriptions(
     context: Context,
     principal: Annotated[Principal, allowed(DELIVERY, "read")],
-    recipient_type: Literal["entity", "district"] | None = None,
+    recipient_type: Recipient | None = None,
     recipient_id: str | None = None,
 ) -> list[SubscriptionView]:
     """A recipient's active subscriptions (the Bureau may filter any); never their secrets."""
@@ -162,7 +184,7 @@ async def list_deliveries(
     context: Context,
     principal: Annotated[Principal, allowed(DELIVERY, "read")],
     status: Literal["pending", "delivered", "failed", "cancelled"] | None = None,
-    recipient_type: Literal["entity", "district"] | None = None,
+    recipient_type: Recipient | None = None,
     recipient_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[DeliveryView]:

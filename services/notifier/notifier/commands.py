@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from carbon_contracts.catalogue import catalogue
-from carbon_contracts.events import EntityRegistered, EventPayload
+from carbon_contracts.events import (
+    DeadlinePassed,
+    EntityRegistered,
+    EventPayload,
+    ObligationEvent,
+)
 from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
@@ -15,17 +20,31 @@ from notifier.domain.messages import district_notice, notifications_for
 
 
 async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
-    """Tell the entity, and the district bureau supervising it, what happened. A district notice
-    of an event handled before the entity's entity.registered waits for it."""
+    """Tell the entity, the district bureau supervising it and, where it concerns the Bureau,
+    the Bureau what happened. A district notice of an event handled before the entity's
+    entity.registered waits for it; an obligation event names its district itself."""
     payload = event.payload
+    if isinstance(payload, DeadlinePassed):
+        # Cycle-wide, about no one entity: the Bureau and the districts with entities overdue.
+        told_of_cycle = await store.record(
+            uow.conn,
+            items=notifications_for(payload, district=None, policy=uow.policy),
+            credit_code=None,
+            event_id=event.id,
+            event_type=event.type,
+            at=uow.now,
+        )
+        _count(uow, told_of_cycle)
+        return
     if not isinstance(payload, EventPayload):
-        # A cycle-wide event (verification.closed, auction.announced, auction.cleared) concerns
-        # no one entity, and only entities and districts are told anything.
+        # Any other cycle-wide event (verification.closed, auction.announced, auction.cleared)
+        # is told to no one.
         return
     code = payload.credit_code
     told: list[str] = []
+    district: str | None
     if isinstance(payload, EntityRegistered):
-        district: str | None = payload.district
+        district = payload.district
         # Under the lock, a notice kept by a transaction still open now is committed before we
         # take the waiting notices.
         await store.lock_supervision(uow.conn, credit_code=code)
@@ -33,24 +52,11 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
         told += await store.tell_district_what_waited(
             uow.conn, credit_code=code, district=payload.district
         )
+    elif isinstance(payload, ObligationEvent):
+        # Its producer names the supervising district: nothing to look up, nothing to keep.
+        district = payload.district
     else:
-        district = await store.district_of(uow.conn, credit_code=code)
-        if district is None and (notice := district_notice(payload, policy=uow.policy)):
-            await store.lock_supervision(uow.conn, credit_code=code)
-            # Read again under the lock: an entity.registered still open at the first read has
-            # committed by now, and then the district is told at once.
-            district = await store.district_of(uow.conn, credit_code=code)
-            if district is None:
-                subject, message = notice
-                await store.keep_for_district(
-                    uow.conn,
-                    credit_code=code,
-                    event_id=event.id,
-                    event_type=event.type,
-                    subject=subject,
-                    message=message,
-                    at=uow.now,
-                )
+        district = await _district_or_keep(uow, event, payload)
     told += await store.record(
         uow.conn,
         items=notifications_for(payload, district=district, policy=uow.policy),
@@ -59,6 +65,36 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
         event_type=event.type,
         at=uow.now,
     )
+    _count(uow, told)
+
+
+async def _district_or_keep(
+    uow: UnitOfWork, event: Event[Any], payload: EventPayload
+) -> str | None:
+    """The entity's district if supervision knows it; if not, the district notice (if any) is
+    kept until entity.registered names it."""
+    code = payload.credit_code
+    district = await store.district_of(uow.conn, credit_code=code)
+    if district is None and (notice := district_notice(payload, policy=uow.policy)):
+        await store.lock_supervision(uow.conn, credit_code=code)
+        # Read again under the lock: an entity.registered still open at the first read has
+        # committed by now, and then the district is told at once.
+        district = await store.district_of(uow.conn, credit_code=code)
+        if district is None:
+            subject, message = notice
+            await store.keep_for_district(
+                uow.conn,
+                credit_code=code,
+                event_id=event.id,
+                event_type=event.type,
+                subject=subject,
+                message=message,
+                at=uow.now,
+            )
+    return district
+
+
+def _count(uow: UnitOfWork, told: list[str]) -> None:
     for recipient_type in told:
         uow.on_commit(metrics.NOTIFICATIONS.labels(recipient_type).inc)
 

@@ -9,13 +9,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+Recipient = Literal["entity", "district", "bureau"]
+"""Who is told: an entity (by credit code), a district bureau (by district code) or the Bureau
+(recipient_id "bureau")."""
+
 
 class NotificationView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    recipient_type: Literal["entity", "district"]
+    recipient_type: Recipient
     recipient_id: str
-    credit_code: str
+    credit_code: str | None = Field(
+        description="the entity the event is about; null for a cycle-wide event"
+    )
     event_type: str
     event_id: str
     subject: str
@@ -30,8 +36,9 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 class _Subscribe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Only the Bureau names the recipient; an entity or a district subscribes for itself.
-    recipient_type: Literal["entity", "district"] | None = None
+    # An entity or a district subscribes for itself, and so does the Bureau unless it names
+    # another recipient.
+    recipient_type: Recipient | None = None
     recipient_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
@@ -69,7 +76,7 @@ class SubscriptionView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    recipient_type: Literal["entity", "district"]
+    recipient_type: Recipient
     recipient_id: str
     channel: Literal["webhook", "email"]
     url: str | None
@@ -89,7 +96,7 @@ class DeliveryView(BaseModel):
     id: int
     notification_id: int
     subscription_id: str
-    recipient_type: Literal["entity", "district"]
+    recipient_type: Recipient
     recipient_id: str
     channel: Literal["webhook", "email"]
     status: Literal["pending", "delivered", "failed", "cancelled"]

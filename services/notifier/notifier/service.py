@@ -1,5 +1,5 @@
-"""The notifier service: notices to entities and their district bureaus (consumes every public
-topic), delivered to their webhooks and e-mail addresses too."""
+"""The notifier service: notices to entities, their district bureaus and the Bureau (consumes every
+public topic), delivered to their webhooks and e-mail addresses too."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from notifier import api, commands, delivery, store
 SERVICE = ServiceDefinition(
     name="notifier",
     port=8004,
-    title="carbon notifier (notices to entities and districts)",
+    title="carbon notifier (notices to entities, districts and the Bureau)",
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",

@@ -1,6 +1,6 @@
-"""Notifier tables: where each entity is supervised, the notifications recorded, the district
-notices waiting for an entity's district to be known, and the delivery of notifications to the
-webhooks and e-mail addresses recipients subscribe."""
+"""Notifier tables: where each entity is supervised, the notifications recorded (for entities,
+districts and the Bureau), the district notices waiting for an entity's district to be known,
+and the delivery of notifications to the webhooks and e-mail addresses recipients subscribe."""
 
 from __future__ import annotations
 
@@ -39,13 +39,15 @@ supervision = Table(
     Column("district", String(64), nullable=False),
 )
 
+# recipient_type: entity (recipient_id its credit code), district (its code) or bureau ("bureau").
+# credit_code: the entity the event is about; NULL for a cycle-wide event (deadline_passed).
 notifications = Table(
     "notifications",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("recipient_type", String(16), nullable=False),
     Column("recipient_id", String(64), nullable=False),
-    Column("credit_code", String(18), nullable=False),
+    Column("credit_code", String(18), nullable=True),
     Column("event_id", String(64), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("subject", String(200), nullable=False),
@@ -178,12 +180,13 @@ async def record(
     conn: AsyncConnection,
     *,
     items: list[Notification],
-    credit_code: str,
+    credit_code: str | None,
     event_id: str,
     event_type: str,
     at: datetime,
 ) -> list[str]:
-    """Record the notices; returns the recipient type of each one new (not recorded before)."""
+    """Record the notices; returns the recipient type of each one new (not recorded before).
+    `credit_code` is None for a cycle-wide event, about no one entity."""
     return await _insert(
         conn,
         [

@@ -1,16 +1,21 @@
-"""Notifications for the entity concerned and the district bureau supervising it."""
+"""Notifications for the entity concerned, the district bureau supervising it and the Bureau."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Literal
+from typing import Literal, assert_never
 from zoneinfo import ZoneInfo
 
 from carbon_contracts import events as ev
 from carbon_contracts.policy import Policy
 
-RecipientType = Literal["entity", "district"]
+RecipientType = Literal["entity", "district", "bureau"]
+BUREAU = "bureau"
+"""The recipient id of the Bureau's notices: there is one Bureau."""
+
+Text = tuple[str, str]
+"""A notice's subject and message."""
 
 
 @dataclass(frozen=True)
@@ -35,31 +40,202 @@ def _by(policy: Policy, deadline: datetime) -> str:
 
 
 def notifications_for(
-    payload: ev.EventPayload, *, district: str | None, policy: Policy
+    payload: ev.Payload, *, district: str | None, policy: Policy
 ) -> list[Notification]:
-    """The notifications one event gives rise to; the district is told where it supervises."""
-    to_entity, to_district = _texts(payload, policy)
+    """The notifications one event gives rise to. The district is told where it supervises (an
+    obligation event names the district itself; `district` is what supervision knows). A
+    deadline_passed tells the Bureau and each district with entities overdue; any other
+    cycle-wide event tells no one."""
+    if isinstance(payload, ev.DeadlinePassed):
+        return _deadline_passed(payload, policy)
+    if not isinstance(payload, ev.EventPayload):
+        return []
+    to_bureau: Text | None = None
+    if isinstance(payload, ev.ObligationEvent):
+        district = payload.district
+        to_entity, to_district, to_bureau = _obligation_texts(payload, policy)
+    else:
+        to_entity, to_district = _texts(payload, policy)
     result: list[Notification] = []
     if to_entity:
         result.append(Notification("entity", payload.credit_code, *to_entity))
     if to_district and district:
         result.append(Notification("district", district, *to_district))
+    if to_bureau:
+        result.append(Notification("bureau", BUREAU, *to_bureau))
     return result
 
 
-def district_notice(payload: ev.EventPayload, *, policy: Policy) -> tuple[str, str] | None:
+def district_notice(payload: ev.EventPayload, *, policy: Policy) -> Text | None:
     """The subject and message the entity's district is told of the event, if any. The texts
-    never name the district, so they can be kept until the district is known."""
+    never name the district, so they can be kept until the district is known (an obligation
+    event names its district, so its notice never waits)."""
+    if isinstance(payload, ev.ObligationEvent):
+        return _obligation_texts(payload, policy)[1]
     return _texts(payload, policy)[1]
 
 
-def _texts(
-    payload: ev.EventPayload, policy: Policy
-) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+# --- Deadlines ---------------------------------------------------------------------------------
+
+
+def _obligation(policy: Policy, obligation: ev.ObligationName, year: int) -> str:
+    """An obligation in plain words, e.g. "2024 allowance surrender"."""
+    match obligation:
+        case "monitoring_plan":
+            # The plan submitted in a cycle is for the next year: the policy says which.
+            return f"{policy.monitoring_plan.year} monitoring plan"
+        case "report":
+            return f"{year} emissions report"
+        case "accounts_opening":
+            return "registry and trading accounts (new entrant)"
+        case "surrender":
+            return f"{year} allowance surrender"
+        case _:
+            assert_never(obligation)
+
+
+def _was(obligation: ev.ObligationName) -> tuple[str, str]:
+    """("was", "is"), or ("were", "are") for the accounts, which are two."""
+    return ("were", "are") if obligation == "accounts_opening" else ("was", "is")
+
+
+def _capital(words: str) -> str:
+    return words[:1].upper() + words[1:]
+
+
+def _duration(span: timedelta) -> str:
+    """A policy duration in words, e.g. "7 days", "2 hours", "1 day 12 hours"."""
+    seconds = int(span.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}" if count == 1 else f"{count} {unit}s")
+    return " ".join(parts) or "0 seconds"
+
+
+def _missing(missing: str) -> str:
+    # The producer's text, ended by our own full stop.
+    return missing.rstrip(". ")
+
+
+def _obligation_texts(
+    payload: ev.ObligationEvent, policy: Policy
+) -> tuple[Text | None, Text | None, Text | None]:
+    """(subject, message) for the entity, its district and the Bureau; None where one is not
+    told. A reminder is the entity's alone; an overdue obligation and one done late concern the
+    entity and its district (whose queue holds the case); an escalated case goes to the
+    district and the Bureau."""
+    code = payload.credit_code
+    what = _obligation(policy, payload.obligation, payload.compliance_year)
+    by = _by(policy, payload.due_at)
+    match payload:
+        case ev.ReminderDue():
+            return (
+                (
+                    f"Reminder: {what} due {by}",
+                    f"Complete your {what} {by}: this is the reminder "
+                    f"{_duration(payload.before)} before the deadline. Still open: "
+                    f"{_missing(payload.missing)}. After the deadline it is overdue and a case "
+                    "opens in your district bureau's queue.",
+                ),
+                None,
+                None,
+            )
+        case ev.Overdue():
+            escalates = _local(policy, payload.escalates_at)
+            was, is_ = _was(payload.obligation)
+            return (
+                (
+                    f"Overdue: {what}",
+                    f"Your {what} {was} due {by} and {is_} overdue. Still open: "
+                    f"{_missing(payload.missing)}. A case is open in the queue of your district "
+                    f"bureau ({payload.district}); if it is still open at {escalates}, it goes "
+                    "to the Bureau.",
+                ),
+                (
+                    f"{code}: {what} overdue",
+                    f"{code} did not complete its {what} {by}. Still open: "
+                    f"{_missing(payload.missing)}. A case is open in your queue; if it is still "
+                    f"open at {escalates}, it goes to the Bureau.",
+                ),
+                None,
+            )
+        case ev.DoneLate():
+            done = _local(policy, payload.done_at)
+            was = _was(payload.obligation)[0]
+            return (
+                (
+                    f"{_capital(what)} done late",
+                    f"Your {what} {was} done at {done}, after the deadline ({by}). The case in "
+                    "your district bureau's queue is closed.",
+                ),
+                (
+                    f"{code}: {what} done late",
+                    f"{code} completed its {what} at {done}, after the deadline ({by}); its case "
+                    "in your queue is closed.",
+                ),
+                None,
+            )
+        case ev.CaseEscalated():
+            opened = _local(policy, payload.opened_at)
+            escalated = _local(policy, payload.escalated_at)
+            missing = _missing(payload.missing)
+            return (
+                None,
+                (
+                    f"{code}: {what} case escalated to the Bureau",
+                    f"The case on {code}'s {what} (due {by}), open in your queue since {opened}, "
+                    f"went to the Bureau at {escalated}. Still open: {missing}.",
+                ),
+                (
+                    f"Escalated: {code}, {what}",
+                    f"{code} (district {payload.district}) has not completed its {what}, due "
+                    f"{by}. Still open: {missing}. Its case opened in the district's queue at "
+                    f"{opened} and came to the Bureau at {escalated}.",
+                ),
+            )
+    return None, None, None
+
+
+def _deadline_passed(payload: ev.DeadlinePassed, policy: Policy) -> list[Notification]:
+    """The Bureau hears how the whole deadline went; each district with entities overdue hears
+    its own count (each of them is a case in its queue), and no other district anything."""
+    what = _obligation(policy, payload.obligation, payload.compliance_year)
+    by = _by(policy, payload.due_at)
+    per_district = ", ".join(
+        f"{district} {count}" for district, count in sorted(payload.overdue_by_district.items())
+    )
+    summary = f"{payload.done_on_time} of {payload.obligated} entities met it on time, " + (
+        f"{payload.overdue} overdue ({per_district})." if payload.overdue else "none overdue."
+    )
+    result = [
+        Notification(
+            "bureau",
+            BUREAU,
+            f"{_capital(what)} deadline passed: {payload.overdue} overdue",
+            f"The deadline for the {what} ({by}) passed: {summary}",
+        )
+    ]
+    for district, count in sorted(payload.overdue_by_district.items()):
+        if count:
+            result.append(
+                Notification(
+                    "district",
+                    district,
+                    f"{_capital(what)} deadline passed: {count} overdue in your district",
+                    f"The deadline for the {what} ({by}) passed with {count} of your entities "
+                    f"overdue: {'it has' if count == 1 else 'each has'} a case in your queue.",
+                )
+            )
+    return result
+
+
+def _texts(payload: ev.EventPayload, policy: Policy) -> tuple[Text | None, Text | None]:
     """(subject, message) for the entity and for its district; None where one is not told."""
     code, year = payload.credit_code, payload.compliance_year
-    to_entity: tuple[str, str] | None = None
-    to_district: tuple[str, str] | None = None
+    to_entity: Text | None = None
+    to_district: Text | None = None
     match payload:
         case ev.EntityRegistered():
             to_entity = (
