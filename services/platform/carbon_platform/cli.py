@@ -38,6 +38,7 @@ from carbon_platform.clock import (
 )
 from carbon_platform.kafka import command_client_options
 from carbon_platform.settings import Settings
+from carbon_platform.sinks import sink
 from carbon_platform.standins import external
 from carbon_platform.supervisor import Supervisor
 
@@ -61,6 +62,9 @@ def _dev_secret(var_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+LOCAL_SMTP_PORT = 8025
 
 
 @app.command()
@@ -91,6 +95,8 @@ def up(
     # The services follow `carbon clock set` (a rehearsal tool: production never sets this).
     env["CARBON_CLOCK_FILE"] = str(var / CLOCK_FILE)
     env.setdefault("CARBON_LOG_FORMAT", "json")
+    # The embedded stack mails a local SMTP server (e.g. `carbon sink smtp`), not port 25.
+    env.setdefault("CARBON_SMTP_PORT", str(LOCAL_SMTP_PORT))
     supervisor = Supervisor(lambda line: typer.echo(line, err=True))
 
     def interrupt(*_: object) -> None:
@@ -259,6 +265,7 @@ def acls(
 dlq = typer.Typer(help="Dead-letter topics: look at them and replay them.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 app.add_typer(external, name="external")
+app.add_typer(sink, name="sink")
 
 
 def _operator_call(service: str, url: str | None, method: str, path: str) -> Any:
