@@ -759,3 +759,85 @@ def test_dashboard_queries_use_only_service_metrics_and_show_them_all(
         used |= names
     assert used == METRICS, f"not on the dashboard: {sorted(METRICS - used)}"
     assert any(re.match(r"up\b", expr) for expr in dashboard_exprs(dashboard))
+
+
+# --- Deadline progress: the obligation gauges ---------------------------------------------------
+
+# Figures each instance of a service computes from the service's database: every instance reports
+# the same, so a query takes one instance's figure (max over instances), never their sum.
+SAME_ON_EVERY_INSTANCE = {
+    gauge._name: frozenset(gauge._labelnames)
+    for gauge in (_metrics.OBLIGATIONS, _metrics.CASES_ESCALATED, _metrics.DEADLINE_SECONDS)
+}
+SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(carbon_[a-z_]+)\s*(\{[^}]*\})?")
+MAX_BY_OPENING = re.compile(r"max\s+by\s*\(([^)]*)\)\s*\(\s*$")
+
+
+def over_instances_problems(expr: str) -> list[str]:
+    """Uses of a same-on-every-instance gauge in `expr` that are not `max by (...) (gauge{...})`
+    keeping every label of the gauge the selector does not pin with `=`: that max collapses the
+    instances (job, instance) and nothing else, whatever sums follow."""
+    problems = []
+    for use in SELECTOR.finditer(expr):
+        name, selector = use.group(1), use.group(2) or ""
+        if name not in SAME_ON_EVERY_INSTANCE:
+            continue
+        opening = MAX_BY_OPENING.search(expr[: use.start()])
+        if opening is None or not expr[use.end() :].lstrip().startswith(")"):
+            problems.append(f"{name} not directly inside max by (...): {expr}")
+            continue
+        by = {label.strip() for label in opening.group(1).split(",") if label.strip()}
+        pinned = set(re.findall(r'(\w+)\s*=\s*"', selector))  # `=` only, not `=~` or `!=`
+        if missing := SAME_ON_EVERY_INSTANCE[name] - pinned - by:
+            problems.append(f"{name}: max also collapses {sorted(missing)}: {expr}")
+        if by & {"job", "instance"}:
+            problems.append(f"{name}: max keeps the instances apart: {expr}")
+    return problems
+
+
+def test_over_instances_check_refuses_sums_and_lost_labels() -> None:
+    good = (
+        "sum by (obligation) (max by (obligation, district) "
+        '(carbon_obligations{status="open"})) > 0'
+    )
+    assert over_instances_problems(good) == []
+    for bad in [
+        'sum by (obligation) (carbon_obligations{status="open"})',  # counts each instance
+        "max by (obligation) (carbon_supervision_cases_escalated)",  # max over districts
+        'max by (obligation, district) (carbon_obligations{status=~"open|overdue"})',
+        "max by (obligation, instance) (carbon_obligation_deadline_seconds)",
+        "max(carbon_obligation_deadline_seconds)",  # one figure for every obligation
+    ]:
+        assert over_instances_problems(bad), bad
+
+
+def test_obligation_gauges_count_each_instance_once(
+    alert_rules: list[dict[str, Any]], dashboard: dict[str, Any]
+) -> None:
+    exprs = {
+        **{rule["alert"]: str(rule["expr"]) for rule in alert_rules},
+        **{f"dashboard: {expr}": expr for expr in dashboard_exprs(dashboard)},
+    }
+    for where, expr in exprs.items():
+        assert over_instances_problems(expr) == [], where
+    alerted = {
+        rule["alert"]: metric_names(str(rule["expr"])) & set(SAME_ON_EVERY_INSTANCE)
+        for rule in alert_rules
+    }
+    assert alerted["CarbonEntitiesOpenNearDeadline"] == {
+        "carbon_obligations",
+        "carbon_obligation_deadline_seconds",
+    }
+    assert alerted["CarbonSupervisionCasesEscalated"] == {"carbon_supervision_cases_escalated"}
+
+
+def test_dashboard_queries_use_only_defined_variables(dashboard: dict[str, Any]) -> None:
+    defined = {variable["name"] for variable in dashboard["templating"]["list"]}
+    for expr in dashboard_exprs(dashboard):
+        used = set(re.findall(r"\$\{?(\w+)", expr)) - {"__rate_interval", "__range", "__interval"}
+        assert used <= defined, f"undefined {sorted(used - defined)} in {expr}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    query = variables["obligation"]["query"]
+    query = query["query"] if isinstance(query, dict) else query
+    assert re.fullmatch(r"label_values\(\s*carbon_obligations\s*,\s*obligation\s*\)", query)
+    assert not variables["obligation"]["multi"]  # its panel compares with obligation="..."
