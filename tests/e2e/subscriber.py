@@ -52,11 +52,13 @@ def check_as_outside_subscriber(record: Record, event: str) -> dict[str, Any]:
 
 
 def events_of(platform: Platform, event: str, key: str) -> list[dict[str, Any]]:
-    """The events of one entity (or, keyed by the policy cycle, of the whole cycle)."""
+    """The events of one entity (or, keyed by the policy cycle, of the whole cycle), of one
+    type: a topic may carry several (e.g. surrender.deadline), told apart by ce_type."""
+    ce_type = f"cn.sh.carbon.{event}.v1".encode()
     return [
         check_as_outside_subscriber(record, event)
-        for record in read_topic(platform.bootstrap, event)
-        if record.key == key.encode()
+        for record in read_topic(platform.bootstrap, catalogue().topic_for_event(event).name)
+        if record.key == key.encode() and record.headers.get("ce_type") == ce_type
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -157,3 +158,24 @@ def test_the_readme_walk_through_works_as_written(platform: Platform) -> None:
     assert '"surrender_only_drawn":5000' in output, output
     assert '"code":"below_reserve"' in output and '"code":"over_bidder_cap"' in output, output
     assert '"code":"bids_sealed"' in output and '"code":"surrender_only"' in output, output
+
+    # The surrender deadline, rehearsed fast: the jinshan bidder, still open, was reminded (the
+    # entity, done at 11:30, never), became overdue at 17:00 and surrendered late.
+    late = "91310116369818312U"
+    befores = {
+        reminder["before"] for reminder in events_of(platform, "surrender.reminder_due", late)
+    }
+    assert "PT2H" in befores, befores
+    assert events_of(platform, "surrender.reminder_due", CODE) == []
+    [overdue] = events_of(platform, "surrender.overdue", late)
+    assert (overdue["district"], overdue["missing"]) == (
+        "jinshan",
+        "surrendered 0 of 2100 allowances",
+    )
+    [done_late] = events_of(platform, "surrender.done_late", late)
+    assert datetime.fromisoformat(done_late["done_at"]) >= datetime.fromisoformat(overdue["due_at"])
+    [late_surrender] = events_of(platform, "surrender.completed", late)
+    assert late_surrender["on_time"] is False
+    assert "signature valid" in output and "surrender.overdue" in output, output
+    assert "mail to supervision@jinshan.example.cn" in output, output
+    assert '"state":"closed"' in output, output
