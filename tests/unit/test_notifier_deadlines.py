@@ -325,3 +325,19 @@ async def test_a_district_reads_its_deadline_notice_over_the_api(notifier: Harne
 
 async def waiting(conn: Any) -> list[Any]:
     return list(await conn.execute(store.pending_district_notices.select()))
+
+
+async def test_notices_can_be_listed_by_event_type(notifier: Harness) -> None:
+    await notifier.handle(consumed(of("overdue", "surrender")))
+    await notifier.handle(consumed(of("done_late", "surrender")))
+    entity = notifier.token("entity", credit_code=of("overdue", "surrender").credit_code)
+    async with notifier.client() as client:
+        everything = (await client.get("/notifications", headers=entity)).json()
+        late = (
+            await client.get("/notifications?event_type=surrender.done_late", headers=entity)
+        ).json()
+    assert {note["event_type"] for note in everything} == {
+        "surrender.overdue",
+        "surrender.done_late",
+    }
+    assert [note["event_type"] for note in late] == ["surrender.done_late"]

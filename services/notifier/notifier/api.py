@@ -38,9 +38,11 @@ async def list_notifications(
     recipient_type: Recipient | None = None,
     recipient_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    event_type: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[NotificationView]:
     """Newest first. An entity sees its own notifications, a district its own; the Bureau may
-    filter any (its own: recipient_type=bureau)."""
+    filter any (its own: recipient_type=bureau). `event_type` keeps the notices of one event
+    type (e.g. surrender.overdue)."""
     own_type, own_id = _own(principal, NOTIFICATION, "read")
     if own_type:
         recipient_type, recipient_id = own_type, own_id
@@ -48,7 +50,11 @@ async def list_notifications(
         raise Invalid("invalid_request", "recipient_id needs recipient_type")
     async with context.reader.connect() as conn:
         rows = await store.list_for(
-            conn, recipient_type=recipient_type, recipient_id=recipient_id, limit=limit
+            conn,
+            recipient_type=recipient_type,
+            recipient_id=recipient_id,
+            limit=limit,
+            event_type=event_type,
         )
     return [NotificationView.model_validate(row, from_attributes=True) for row in rows]
 

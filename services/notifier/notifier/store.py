@@ -306,13 +306,21 @@ async def _queue_deliveries(conn: AsyncConnection, inserted: Sequence[Any]) -> N
 
 
 async def list_for(
-    conn: AsyncConnection, *, recipient_type: str | None, recipient_id: str | None, limit: int
+    conn: AsyncConnection,
+    *,
+    recipient_type: str | None,
+    recipient_id: str | None,
+    limit: int,
+    event_type: str | None = None,
 ) -> list[Any]:
     query = select(notifications).order_by(notifications.c.id.desc()).limit(limit)
-    if recipient_type:
-        query = query.where(notifications.c.recipient_type == recipient_type)
-    if recipient_id:
-        query = query.where(notifications.c.recipient_id == recipient_id)
+    for column, value in (
+        (notifications.c.recipient_type, recipient_type),
+        (notifications.c.recipient_id, recipient_id),
+        (notifications.c.event_type, event_type),
+    ):
+        if value:
+            query = query.where(column == value)
     return list(await conn.execute(query))
 
 
