@@ -10,6 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
+from prometheus_client import REGISTRY
 
 from carbon_contracts.events import TradingAccountOpened
 from carbon_platform.context import ServiceContext
@@ -511,3 +512,32 @@ async def test_shortfalls_are_for_the_bureau_and_the_districts_own(registry: Har
     assert entity.status_code == 403
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "unknown_district")
     assert await get(registry, "/districts/minhang/shortfalls") == []
+
+
+# --- gauges -----------------------------------------------------------------------------------
+
+
+def gauge(district: str, state: str) -> float | None:
+    labels = {"obligation": "surrender", "district": district, "status": state}
+    return REGISTRY.get_sample_value("carbon_obligations", labels)
+
+
+async def test_the_gauges_are_the_databases_figures_and_count_overdue_from_the_instant(
+    registry: Harness,
+) -> None:
+    registry.clock.current = BEFORE_THE_DEADLINE
+    await ready(registry, DONE)
+    await ready(registry, OPEN)
+    await ready(registry, ELSEWHERE, district="jinshan")
+    await surrender(registry, DONE)
+    await WATCHED.refresh_gauges(registry.context)
+    assert [gauge("pudong", s) for s in ("open", "overdue", "done_on_time")] == [1, 0, 1]
+    assert [gauge("jinshan", s) for s in ("open", "overdue")] == [1, 0]
+    assert gauge("huangpu", "open") == 0  # every district is there, with nobody in it
+    # At the deadline, before the watcher has marked anyone, the open ones already count overdue.
+    registry.clock.current = DEADLINE
+    await WATCHED.refresh_gauges(registry.context)
+    assert [gauge("pudong", s) for s in ("open", "overdue", "done_on_time")] == [0, 1, 1]
+    assert [gauge("jinshan", s) for s in ("open", "overdue")] == [0, 1]
+    seconds = {"obligation": "surrender"}
+    assert REGISTRY.get_sample_value("carbon_obligation_deadline_seconds", seconds) == 0
