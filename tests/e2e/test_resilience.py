@@ -39,6 +39,7 @@ CONSUMED_BY = {
     "registry": {
         "verification.finalised",
         "verification.closed",
+        "report.submitted",
         "ccer.cancelled",
         "shcercir1.cancelled",
         "trading_account.opened",
@@ -218,7 +219,9 @@ def test_a_broker_killed_mid_run_loses_no_event(platform: Platform) -> None:
             headers=token("entity", credit_code=code),
             timeout=10,
         ).json()
-        return notes if len(notes) == len(CYCLE_TOPICS) else []
+        # Its cycle's steps (by the real clock it is also overdue for every deadline).
+        steps = [note for note in notes if note["event_type"] in CYCLE_TOPICS]
+        return steps if len(steps) == len(CYCLE_TOPICS) else []
 
     for seed in seeds:
         code = make_credit_code(seed)
