@@ -442,6 +442,43 @@ async def test_a_new_entrant_opening_its_last_account_after_the_deadline_is_done
     assert ran.events[0].payload["on_time"] is False
 
 
+async def test_an_entity_open_when_the_clock_passes_the_deadline_again_is_marked_overdue(
+    registry: Harness,
+) -> None:
+    # A rehearsal clock moved back: the deadline's pass is on record (summed up once), yet an
+    # entity enrolled in the rehearsed time before it becomes overdue when the clock passes it.
+    [passed] = of(
+        await check_at(registry, DEADLINE + timedelta(days=400)), "surrender.deadline_passed"
+    )
+    assert passed.payload["obligated"] == 0
+    registry.clock.current = BEFORE_THE_DEADLINE
+    await ready(registry, OPEN)
+    assert of(await check_at(registry, DEADLINE - US), "surrender.overdue") == []
+    events = await check_at(registry, DEADLINE)
+    assert [(event.type, event.key) for event in events] == [("surrender.overdue", OPEN)]
+    assert (await status(registry, OPEN))["status"] == "overdue"
+
+
+async def test_the_accounts_deadline_is_the_instant_2025_04_01_00_00(registry: Harness) -> None:
+    # "By 03-31": an account opened at 23:59:59.999999 is on time, one at 00:00:00 late; and
+    # the watcher marks nobody overdue one microsecond before the deadline.
+    registry.clock.current = datetime(2025, 3, 1, 10, 0, tzinfo=SHANGHAI)
+    await rostered(registry, NEW, new_entrant=True)
+    await rostered(registry, OLD, new_entrant=True)
+    for code, account_id in ((NEW, "SEEE-0000001"), (OLD, "SEEE-0000002")):
+        await registry.handle(trading_account(code, account_id))
+    just_before = await check_at(registry, OPENING_DEADLINE - US)
+    assert {event.type for event in just_before} == {"accounts_opening.reminder_due"}  # 2 hours
+    registry.clock.current = OPENING_DEADLINE - US
+    await registry.run(commands.open_account, OpenAccount(credit_code=NEW))
+    registry.clock.current = OPENING_DEADLINE
+    ran = await registry.run(commands.open_account, OpenAccount(credit_code=OLD))
+    assert ran.types == ["account.opened", "accounts_opening.done_late"]
+    on_time, late = [await status(registry, code, "accounts_opening") for code in (NEW, OLD)]
+    assert (on_time["status"], at(on_time["done_at"])) == ("done_on_time", OPENING_DEADLINE - US)
+    assert (late["status"], at(late["done_at"])) == ("done_late", OPENING_DEADLINE)
+
+
 # --- the projected shortfall ------------------------------------------------------------------
 
 
