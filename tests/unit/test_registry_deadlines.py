@@ -361,6 +361,10 @@ async def test_a_case_still_open_is_escalated_exactly_when_its_sla_has_passed(
     assert await check_at(registry, DEADLINE + SLA + US) == []
     [case] = await get(registry, "/districts/pudong/cases?state=escalated")
     assert (case["credit_code"], case["state"]) == (OPEN, "escalated")
+    # The Bureau's queue: every district's escalated cases; a district's: its own only.
+    assert [c["credit_code"] for c in await get(registry, "/cases")] == [OPEN]
+    minhang = registry.token("district", district="minhang")
+    assert await get(registry, "/cases", headers=minhang) == []
 
 
 async def test_a_surrender_done_late_closes_the_case_and_is_published(registry: Harness) -> None:

@@ -735,6 +735,7 @@ def _case(row: Any, policy: Policy) -> CaseView:
     )
 
 
+CaseState = Literal["open", "escalated", "closed", "all"]
 ObligationReader = Annotated[Principal, allowed(OBLIGATION, "read")]
 SupervisionReader = Annotated[Principal, allowed(SUPERVISION, "read")]
 
@@ -879,11 +880,8 @@ def _router(watched: Watched) -> APIRouter:
     @router.get(
         "/districts/{district}/cases", responses=refusals(403, 404), response_model=list[CaseView]
     )
-    async def cases(
-        district: str,
-        context: Context,
-        principal: SupervisionReader,
-        state: Literal["open", "escalated", "closed", "all"] = "open",
+    async def district_cases(
+        district: str, context: Context, principal: SupervisionReader, state: CaseState = "open"
     ) -> list[CaseView]:
         """The district's queue: an entity that missed a deadline is a case from that instant,
         escalated to the Bureau when the policy's SLA passes, closed when the entity acts
@@ -891,18 +889,28 @@ def _router(watched: Watched) -> APIRouter:
         context.policy.ensure_district(district)
         if not SUPERVISION.allows(principal, "read", Owner(district=district)):
             raise Forbidden("forbidden", "a district bureau sees its own district's cases")
-        now = context.clock.now()
+        return await _cases(context, district, state)
+
+    @router.get("/cases", responses=refusals(403), response_model=list[CaseView])
+    async def cases(
+        context: Context, principal: SupervisionReader, state: CaseState = "escalated"
+    ) -> list[CaseView]:
+        """Every district's cases for the Bureau (by default those escalated to it), a
+        district's own for a district bureau."""
+        return await _cases(context, SUPERVISION.scope(principal, "read").district, state)
+
+    async def _cases(context: ServiceContext, district: str | None, state: str) -> list[CaseView]:
+        query = select(status).where(
+            status.c.compliance_year == context.policy.compliance_year,
+            status.c.due_at <= context.clock.now(),
+            status.c.status != "done_on_time",
+        )
+        if district is not None:
+            query = query.where(status.c.district == district)
         async with context.reader.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(status)
-                    .where(
-                        status.c.compliance_year == context.policy.compliance_year,
-                        status.c.district == district,
-                        status.c.due_at <= now,
-                        status.c.status != "done_on_time",
-                    )
-                    .order_by(status.c.due_at, status.c.credit_code)
+                    query.order_by(status.c.due_at, status.c.district, status.c.credit_code)
                 )
             ).all()
         views = [_case(row, context.policy) for row in rows]
