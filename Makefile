@@ -11,7 +11,7 @@ ifeq ($(CI),true)
 export CARBON_TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 endif
 
-.PHONY: run test setup tools lint contracts unit contract integration e2e bench bench-season bench-auction clean
+.PHONY: run test setup tools lint contracts unit contract integration e2e bench bench-season bench-auction bench-deadlines clean
 
 run: setup  ## start the whole platform on the embedded broker and SQLite
 	$(VENV)/bin/carbon up
@@ -50,6 +50,9 @@ bench-season: setup  ## figures of a whole compliance season end to end (BENCH_A
 
 bench-auction: setup  ## figures of a paid auction: bids placed, the clearing (BENCH_ARGS="--bidders 5000")
 	$(VENV)/bin/python tests/bench/auction.py $(BENCH_ARGS)
+
+bench-deadlines: setup  ## figures of the deadline watcher: reminders, the pass, gauges (BENCH_ARGS="--entities 5000")
+	$(VENV)/bin/python tests/bench/deadlines.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
