@@ -43,7 +43,7 @@ from carbon_contracts.policy import Policy
 from carbon_platform import metrics
 from carbon_platform.access import OBLIGATION, SUPERVISION, Owner, allowed
 from carbon_platform.auth import Principal
-from carbon_platform.context import Context, ServiceContext, UnitOfWork
+from carbon_platform.context import Command, Context, ServiceContext, UnitOfWork
 from carbon_platform.db import Upsert
 from carbon_platform.http import refusals
 from carbon_platform.tables import UtcDateTime
@@ -254,6 +254,10 @@ class Watched:
 
     tables: ObligationTables
     obligations: tuple[str, ...]
+    # Enrols, with what they have done so far, the entities bound before this service watched
+    # its obligations (an upgrade in the middle of a cycle); run at each start, a no-op once all
+    # are enrolled. Returns how many it enrolled.
+    backfill: Command[None, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.obligations) - set(OBLIGATIONS)
@@ -265,8 +269,13 @@ class Watched:
         and keep the obligation gauges equal to the database."""
         gauges_at = 0.0
         loop = asyncio.get_running_loop()
+        backfilled = self.backfill is None
         while True:
             try:
+                if not backfilled and self.backfill is not None:
+                    if enrolled := await context.execute(self.backfill, None):
+                        log.info("enrolled %d entities bound before the watch began", enrolled)
+                    backfilled = True
                 await self.check(context)
                 if loop.time() >= gauges_at:
                     await self.refresh_gauges(context)
