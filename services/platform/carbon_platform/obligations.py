@@ -175,20 +175,27 @@ async def enroll(
     name: str,
     district: str,
     missing: str,
+    done_at: datetime | None = None,
 ) -> bool:
     """Bind the entity by the obligation of the policy's year (once; again changes nothing).
-    An entity enrolled after its deadline is overdue at once. True if newly enrolled."""
+    An entity enrolled after its deadline is overdue at once, unless `done_at` says it had met
+    the obligation then (a backfill): it is enrolled done, on time or late (published), never
+    overdue first. True if newly enrolled."""
     due_at = uow.policy.due_at(obligation)
-    overdue = uow.now >= due_at
+    overdue = done_at is None and uow.now >= due_at
+    status = "overdue" if overdue else "open"
+    if done_at is not None:
+        status = "done_on_time" if done_at < due_at else "done_late"
     values = {
         "credit_code": credit_code,
         "compliance_year": uow.policy.compliance_year,
         "obligation": obligation,
         "name": name,
         "district": district,
-        "status": "overdue" if overdue else "open",
+        "status": status,
         "due_at": due_at,
-        "missing": missing,
+        "missing": None if done_at else missing,
+        "done_at": done_at,
         "updated_at": uow.now,
     }
     if overdue:
@@ -200,6 +207,10 @@ async def enroll(
     if overdue:
         await _history(uow, tables, [values], "overdue", detail=missing)
         _record(uow, "overdue", values, missing=missing, escalates_at=values["escalates_at"])
+    if done_at is not None:
+        await _history(uow, tables, [values], status, at=done_at)
+        if status == "done_late":
+            _record(uow, "done_late", values, done_at=done_at)
     return True
 
 
