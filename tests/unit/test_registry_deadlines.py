@@ -5,14 +5,18 @@ projected shortfall of a district's entities before the surrender."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
 import httpx
 from prometheus_client import REGISTRY
+from sqlalchemy import delete
 
 from carbon_contracts.events import TradingAccountOpened
+from carbon_platform import metrics
 from carbon_platform.context import ServiceContext
 from registry import commands, deadlines, store
 from registry.domain.credit_code import make_credit_code
@@ -582,3 +586,189 @@ async def test_the_gauges_are_the_databases_figures_and_count_overdue_from_the_i
     assert [gauge("jinshan", s) for s in ("open", "overdue")] == [0, 1]
     seconds = {"obligation": "surrender"}
     assert REGISTRY.get_sample_value("carbon_obligation_deadline_seconds", seconds) == 0
+
+
+# --- the entities rostered before the upgrade that watches deadlines --------------------------
+
+ZERO, PARTIAL, LATE, KNOWN = (make_credit_code(50 + n) for n in range(4))
+ROSTERED = datetime(2025, 3, 1, 10, 0, tzinfo=SHANGHAI)
+
+
+async def forgotten(registry: Harness, *codes: str) -> None:
+    """The database as it was before the migration that added the obligation tables: the
+    entities' rows there gone (a plain DELETE), everything else the registry knows kept."""
+    tables = store.obligation_tables
+    async with registry.context.engine.begin() as conn:
+        for table in (tables.status, tables.history, tables.reminders):
+            await conn.execute(delete(table).where(table.c.credit_code.in_(codes)))
+
+
+async def backfilled(registry: Harness, now: datetime) -> Any:
+    registry.clock.current = now
+    return await registry.run(deadlines.backfill, None)
+
+
+async def test_the_backfill_enrols_each_rostered_entity_where_its_surrender_stands(
+    registry: Harness,
+) -> None:
+    await rostered(registry, ELSEWHERE, district="minhang")  # not yet determined
+    await ready(registry, PARTIAL)
+    await ready(registry, DONE)
+    await ready(registry, ZERO, determined=False)
+    await registry.handle(verification_finalised(ZERO, "0.000"))
+    await ready(registry, OPEN)  # enrolled as it was rostered: left as it is
+    registry.clock.current = surrendered = datetime(2025, 6, 2, 9, 30, tzinfo=SHANGHAI)
+    await surrender(registry, PARTIAL, 10000)
+    await surrender(registry, DONE)
+    await forgotten(registry, ELSEWHERE, PARTIAL, DONE, ZERO)
+    untouched = await status(registry, OPEN)
+
+    ran = await backfilled(registry, BEFORE_THE_DEADLINE)
+
+    assert ran.result == 4
+    assert ran.events == []  # nobody is overdue yet, nobody done late
+    rows = {code: await status(registry, code) for code in (ELSEWHERE, PARTIAL, DONE, ZERO)}
+    assert {
+        code: (row["status"], row["district"], row["missing"], row["done_at"])
+        for code, row in rows.items()
+    } == {
+        ELSEWHERE: ("open", "minhang", deadlines.NOT_DETERMINED, None),
+        PARTIAL: ("open", "pudong", "surrendered 10000 of 24252 allowances", None),
+        DONE: ("done_on_time", "pudong", None, rows[DONE]["done_at"]),
+        ZERO: ("done_on_time", "pudong", None, rows[ZERO]["done_at"]),
+    }
+    assert at(rows[DONE]["done_at"]) == surrendered
+    assert at(rows[ZERO]["done_at"]) == BEFORE_THE_DEADLINE  # the instant it was determined is lost
+    assert rows[DONE]["name"] == f"Entity {DONE[-4:]}"
+    assert [(c["change"], c["detail"]) for c in rows[DONE]["history"]] == [
+        ("enrolled", "surrendered 24252 of 24252 allowances"),
+        ("done_on_time", None),
+    ]
+    assert await status(registry, OPEN) == untouched
+
+    again = await backfilled(registry, BEFORE_THE_DEADLINE + timedelta(hours=1))
+    assert (again.result, again.events) == (0, [])
+
+    # From then on they are watched as if enrolled when rostered.
+    events = await check_at(registry, DEADLINE)
+    assert {e.key for e in of(events, "surrender.overdue")} == {ELSEWHERE, PARTIAL, OPEN}
+    [passed] = of(events, "surrender.deadline_passed")
+    assert (passed.payload["obligated"], passed.payload["done_on_time"]) == (5, 2)
+
+
+async def test_after_the_deadline_the_backfill_finds_the_late_done_late_and_the_open_overdue(
+    registry: Harness,
+) -> None:
+    await ready(registry, LATE)
+    await ready(registry, OPEN)
+    registry.clock.current = late = DEADLINE + timedelta(days=1)
+    await surrender(registry, LATE)
+    await forgotten(registry, LATE, OPEN)
+    before = len(await registry.outbox())
+
+    ran = await backfilled(registry, DEADLINE + timedelta(days=3))
+
+    assert ran.result == 2
+    done_late, still_open = await status(registry, LATE), await status(registry, OPEN)
+    assert (done_late["status"], at(done_late["done_at"]), done_late["missing"]) == (
+        "done_late",
+        late,
+        None,
+    )
+    assert (still_open["status"], still_open["missing"], still_open["done_at"]) == (
+        "overdue",
+        "surrendered 0 of 24252 allowances",
+        None,
+    )
+    [published] = of(ran.events, "surrender.done_late")
+    assert (published.key, at(published.payload["done_at"])) == (LATE, late)
+    # Met already, late: enrolled done late, never overdue first.
+    assert {event.key for event in of(ran.events, "surrender.overdue")} == {OPEN}
+    assert [c["change"] for c in done_late["history"]] == ["enrolled", "done_late"]
+    [case] = await get(registry, "/districts/pudong/cases?state=open")
+    assert case["credit_code"] == OPEN
+
+    again = await backfilled(registry, DEADLINE + timedelta(days=4))
+    assert (again.result, again.events) == (0, [])
+    assert len(await registry.outbox()) == before + len(ran.events)
+
+
+async def test_the_backfill_binds_new_entrants_to_their_accounts_as_the_roster_did(
+    registry: Harness,
+) -> None:
+    # KNOWN had both accounts from an earlier year when it was rostered a new entrant: never
+    # bound to open them (as a registration then would have decided).
+    registry.clock.current = datetime(2025, 2, 1, 10, 0, tzinfo=SHANGHAI)
+    async with registry.context.transaction() as uow:
+        await store.register(
+            uow.conn,
+            credit_code=KNOWN,
+            name="Known Ltd",
+            district="pudong",
+            sector="steel",
+            compliance_year=2023,
+            new_entrant=False,
+            at=uow.now,
+        )
+    await registry.run(commands.open_account, OpenAccount(credit_code=KNOWN))
+    await registry.handle(trading_account(KNOWN, "SEEE-0000009"))
+    registry.clock.current = ROSTERED
+    for number, code in enumerate((NEW, LATE, OPEN)):
+        await rostered(registry, code, new_entrant=True)
+        await registry.handle(trading_account(code, f"SEEE-000000{number}"))
+    await rostered(registry, KNOWN, new_entrant=True)
+    await rostered(registry, OLD)
+    registry.clock.current = opened = datetime(2025, 3, 5, 11, 0, tzinfo=SHANGHAI)
+    await registry.run(commands.open_account, OpenAccount(credit_code=NEW))
+    registry.clock.current = opened_late = OPENING_DEADLINE + timedelta(days=2)
+    await registry.run(commands.open_account, OpenAccount(credit_code=LATE))
+    await forgotten(registry, NEW, LATE, OPEN, KNOWN, OLD)
+
+    ran = await backfilled(registry, OPENING_DEADLINE + timedelta(days=14))
+
+    assert ran.result == 5 + 3  # every one bound to surrender; three new entrants to open
+    rows = {code: await status(registry, code, "accounts_opening") for code in (NEW, LATE, OPEN)}
+    assert {
+        code: (row["status"], row["missing"], row["done_at"] and at(row["done_at"]))
+        for code, row in rows.items()
+    } == {
+        NEW: ("done_on_time", None, opened),  # the later of the two: the account, after linking
+        LATE: ("done_late", None, opened_late),
+        OPEN: ("overdue", "registry account not opened", None),
+    }
+    assert rows[NEW]["history"][0]["detail"] == (
+        "registry account not opened; trading account not linked"  # as it stood when rostered
+    )
+    [late] = of(ran.events, "accounts_opening.done_late")
+    assert (late.key, at(late.payload["done_at"])) == (LATE, opened_late)
+    for code in (KNOWN, OLD):
+        async with registry.client() as client:
+            reply = await client.get(
+                f"/obligations/{code}/accounts_opening", headers=bureau(registry)
+            )
+        assert (reply.status_code, reply.json()["error"]["code"]) == (404, "not_obligated")
+        assert (await status(registry, code))["missing"] == deadlines.NOT_DETERMINED
+
+    again = await backfilled(registry, OPENING_DEADLINE + timedelta(days=15))
+    assert (again.result, again.events) == (0, [])
+
+
+async def test_the_watcher_backfills_as_it_starts(registry: Harness) -> None:
+    await ready(registry, OPEN)
+    await forgotten(registry, OPEN)
+    registry.clock.current = BEFORE_THE_DEADLINE
+    metrics.OBLIGATIONS.labels("surrender", "pudong", "open").set(0)
+    # Polled by the gauge the watcher sets after its first check (the in-memory database is
+    # one connection: the test stays off it while the watcher runs).
+    watching = asyncio.create_task(WATCHED.watch(registry.context))
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while gauge("pudong", "open") != 1:
+            assert asyncio.get_running_loop().time() < deadline, "not backfilled in 5 s"
+            await asyncio.sleep(0.01)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    row = await status(registry, OPEN)
+    assert (row["status"], row["missing"]) == ("open", "surrendered 0 of 24252 allowances")

@@ -156,6 +156,76 @@ async def accounts_changed(uow: UnitOfWork, credit_code: str) -> None:
     )
 
 
+# --- the entities rostered before the registry watched its deadlines ------------------------
+
+
+async def backfill(uow: UnitOfWork, _: None) -> int:
+    """Enrol the entities bound by the policy year's roster that have no obligation row yet
+    (rostered before an upgrade in the middle of the cycle added the tables), each where it
+    stands now: what it has still to do, or met at the instant the registry recorded. Run at
+    each start (Watched.backfill); once all are enrolled it finds nobody. Returns how many
+    obligations it enrolled."""
+    return await _backfill_surrender(uow) + await _backfill_accounts_opening(uow)
+
+
+async def _backfill_surrender(uow: UnitOfWork) -> int:
+    year, enrolled = uow.policy.compliance_year, 0
+    for row in await store.unenrolled_roster(uow.conn, compliance_year=year, obligation=SURRENDER):
+        missing = (
+            NOT_DETERMINED
+            if row.obligation is None
+            else surrender_missing(surrendered=row.surrendered, obligation=row.obligation)
+        )
+        met = row.completed_at
+        if met is None and row.obligation == 0:  # met as determined: that instant is not kept
+            met = uow.now
+        enrolled += await _enrol_where_it_stands(uow, SURRENDER, row, missing=missing, met=met)
+    return enrolled
+
+
+async def _backfill_accounts_opening(uow: UnitOfWork) -> int:
+    year, enrolled = uow.policy.compliance_year, 0
+    for row in await store.unenrolled_new_entrants(
+        uow.conn, compliance_year=year, obligation=ACCOUNTS_OPENING
+    ):
+        missing = accounts_missing(account=row.opened_at, trading=row.linked_at)
+        met = None
+        if missing is None:  # both open: met when the later came, bound to what it lacked then
+            met = max(row.opened_at, row.linked_at)
+            missing = _accounts_missing_when_rostered(row)
+        enrolled += await _enrol_where_it_stands(
+            uow, ACCOUNTS_OPENING, row, missing=missing, met=met
+        )
+    return enrolled
+
+
+def _accounts_missing_when_rostered(row: Any) -> str:
+    """What a new entrant that has both accounts now had still to open when it was rostered
+    (one at least, or it would not be bound)."""
+
+    def then(at: datetime) -> datetime | None:
+        return at if at < row.registered_at else None
+
+    missing = accounts_missing(account=then(row.opened_at), trading=then(row.linked_at))
+    return missing or NO_REGISTRY_ACCOUNT
+
+
+async def _enrol_where_it_stands(
+    uow: UnitOfWork, obligation: str, row: Any, *, missing: str, met: datetime | None
+) -> bool:
+    # Met already: enrolled done (on time, or late and published), never overdue first.
+    return await obligations.enroll(
+        uow,
+        store.obligation_tables,
+        credit_code=row.credit_code,
+        obligation=obligation,
+        name=row.name,
+        district=row.district,
+        missing=missing,
+        done_at=met,
+    )  # False: another instance enrolled it meanwhile
+
+
 # --- inbound: reported emissions --------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from carbon_platform.obligations import Watched
 from registry import allocation, api, auction, commands, deadlines, ledger, store
 
 ROWS_PER_TRANSACTION = 500
-WATCHED = Watched(store.obligation_tables, deadlines.OWNED)
+WATCHED = Watched(store.obligation_tables, deadlines.OWNED, backfill=deadlines.backfill)
 """The registry's deadlines (accounts_opening, surrender): reminders, overdue entities,
 escalated cases, on time (the watch task) and on view (its routes)."""
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     case,
     cast,
     distinct,
+    exists,
     func,
     literal_column,
     null,
@@ -1945,6 +1946,74 @@ async def shortfall_positions(
         .outerjoin(restricted, restricted.c.credit_code == code)
         .where(roster.c.compliance_year == compliance_year)
         .where(entities.c.district == district)
+        .order_by(code)
+    )
+    return list(await conn.execute(query))
+
+
+# --- deadlines: the entities bound before the registry watched them ---------------------------
+
+
+def _not_enrolled(obligation: str, compliance_year: int) -> Any:
+    status = obligation_tables.status
+    return ~exists().where(
+        status.c.credit_code == roster.c.credit_code,
+        status.c.compliance_year == compliance_year,
+        status.c.obligation == obligation,
+    )
+
+
+async def unenrolled_roster(
+    conn: AsyncConnection, *, compliance_year: int, obligation: str
+) -> list[Any]:
+    """The entities on the year's roster with no status row for `obligation` (rostered before
+    the registry watched its deadlines), in one query: `credit_code`, `name`, `district`, and
+    their year's `obligation`, `surrendered` and `completed_at` (None until determined)."""
+    code = roster.c.credit_code
+    query = (
+        select(
+            code,
+            entities.c.name,
+            entities.c.district,
+            obligations.c.obligation,
+            obligations.c.surrendered,
+            obligations.c.completed_at,
+        )
+        .join(entities, entities.c.credit_code == code)
+        .outerjoin(
+            obligations,
+            and_(
+                obligations.c.credit_code == code,
+                obligations.c.compliance_year == roster.c.compliance_year,
+            ),
+        )
+        .where(roster.c.compliance_year == compliance_year)
+        .where(_not_enrolled(obligation, compliance_year))
+        .order_by(code)
+    )
+    return list(await conn.execute(query))
+
+
+async def unenrolled_new_entrants(
+    conn: AsyncConnection, *, compliance_year: int, obligation: str
+) -> list[Any]:
+    """The new entrants on the year's roster with no status row for `obligation`, in one
+    query, except those that had both accounts before they were rostered (never bound to open
+    them): `credit_code`, `name`, `district`, the registry account's `opened_at` and the trading
+    account's `linked_at` (None while it is not there), and when it was rostered
+    (`registered_at`)."""
+    code, rostered = roster.c.credit_code, roster.c.registered_at
+    opened, linked = accounts.c.opened_at, trading_accounts.c.linked_at
+    bound = or_(opened.is_(None), linked.is_(None), opened >= rostered, linked >= rostered)
+    query = (
+        select(code, entities.c.name, entities.c.district, opened, linked, rostered)
+        .join(entities, entities.c.credit_code == code)
+        .outerjoin(accounts, accounts.c.credit_code == code)
+        .outerjoin(trading_accounts, trading_accounts.c.credit_code == code)
+        .where(roster.c.compliance_year == compliance_year)
+        .where(roster.c.new_entrant.is_(True))
+        .where(bound)
+        .where(_not_enrolled(obligation, compliance_year))
         .order_by(code)
     )
     return list(await conn.execute(query))
