@@ -6,6 +6,8 @@ met it overdue."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -13,9 +15,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import delete, select
 
 from carbon_contracts.policy import ReportRules
+from carbon_platform import metrics
 from carbon_platform.context import ServiceContext
 from carbon_platform.db import make_engine
 from carbon_platform.settings import Settings
@@ -425,3 +429,229 @@ async def test_reminders_come_at_their_instants_once_each_even_across_a_restart(
             "reminded",
             "done_on_time",
         ]
+
+
+# --- entities rostered before the deadlines were watched (an upgrade in mid-cycle) -----------
+
+FOURTH, FIFTH = make_credit_code(4), make_credit_code(5)
+NO_REPORT_ONLINE = "2024 emissions report not submitted"
+
+
+async def before_the_upgrade(service: Harness, *codes: str) -> None:
+    """The database as it was before migration 0004 added the obligation tables: the entities'
+    rows there gone (a plain DELETE), everything else reporting knows kept."""
+    tables = store.obligation_tables
+    async with service.context.engine.begin() as conn:
+        for table in (tables.status, tables.history, tables.reminders):
+            await conn.execute(delete(table).where(table.c.credit_code.in_(codes)))
+
+
+async def backfilled(service: Harness, now: datetime) -> Any:
+    """The backfill the watcher runs as it starts, at `now`."""
+    service.clock.current = now
+    return await service.run(commands.backfill, None)
+
+
+async def standings(service: Harness) -> dict[tuple[str, str], tuple[str, str | None, Any]]:
+    """Every obligation row: (credit code, obligation) -> (status, missing, done_at)."""
+    status = store.obligation_tables.status
+
+    async def rows(conn: Any) -> list[Any]:
+        return list(await conn.execute(select(status)))
+
+    return {
+        (row.credit_code, row.obligation): (row.status, row.missing, row.done_at)
+        for row in await service.read(rows)
+    }
+
+
+async def test_the_backfill_enrols_the_entities_rostered_before_the_upgrade_where_they_stand(
+    reporting: Harness,
+) -> None:
+    await rostered(reporting, CODE, OTHER, THIRD, FOURTH, FIFTH)
+    await reporting.handle(entity_registered(make_credit_code(6), year=2025))  # not this cycle
+    plan_at = BEFORE_THE_PLAN_DEADLINE + timedelta(hours=1)
+    await submit_plan(reporting, CODE, plan_at)
+    report_id = await submit_report(reporting, CODE, plan_at + timedelta(days=1))
+    paper_at = plan_at + timedelta(days=2)
+    await record_paper_copy(reporting, report_id, paper_at)
+    await submit_report(reporting, OTHER, plan_at + timedelta(days=2))  # no paper copy yet
+    reporting.clock.current = plan_at
+    await reporting.run(commands.submit_report, report(code=FOURTH, draft=True))  # counts nil
+    await before_the_upgrade(reporting, CODE, OTHER, THIRD, FOURTH)  # FIFTH: enrolled since
+    upgraded = PLAN_DEADLINE - timedelta(days=2)
+    published = len(await reporting.outbox())
+
+    ran = await backfilled(reporting, upgraded)
+    assert (ran.result, ran.events) == (8, [])  # four entities, two obligations each
+    assert await standings(reporting) == {
+        (CODE, "monitoring_plan"): ("done_on_time", None, plan_at),
+        (CODE, "report"): ("done_on_time", None, paper_at),
+        (OTHER, "monitoring_plan"): ("open", NO_PLAN, None),
+        (OTHER, "report"): ("open", NO_PAPER_COPY, None),
+        (THIRD, "monitoring_plan"): ("open", NO_PLAN, None),
+        (THIRD, "report"): ("open", NO_REPORT, None),
+        (FOURTH, "monitoring_plan"): ("open", NO_PLAN, None),
+        (FOURTH, "report"): ("open", NO_REPORT, None),
+        (FIFTH, "monitoring_plan"): ("open", NO_PLAN, None),
+        (FIFTH, "report"): ("open", NO_REPORT, None),
+    }
+    row = await obligation(reporting, OTHER, "report")
+    assert (row.name, row.district, row.due_at) == ("示例化工", "minhang", REPORT_DEADLINE)
+    assert await history(reporting, CODE, "report") == [
+        ("enrolled", upgraded),
+        ("done_on_time", paper_at),
+    ]
+    assert await history(reporting, FIFTH, "report") == [("enrolled", BEFORE_THE_PLAN_DEADLINE)]
+
+    # Run again (the next start): everyone is enrolled, nothing changes, nothing is published.
+    again = await backfilled(reporting, upgraded + timedelta(hours=1))
+    assert (again.result, again.events) == (0, [])
+    assert len(await reporting.outbox()) == published
+    assert await history(reporting, CODE, "report") == [
+        ("enrolled", upgraded),
+        ("done_on_time", paper_at),
+    ]
+
+    # The backfilled are watched as the others: at the deadline the plan is overdue for four.
+    passed = await watch(reporting, PLAN_DEADLINE, "monitoring_plan")
+    overdue = {e.key: e.payload["missing"] for e in passed if e.type == "monitoring_plan.overdue"}
+    assert overdue == {code: NO_PLAN for code in (OTHER, THIRD, FOURTH, FIFTH)}
+    [summary] = [e for e in passed if e.type == "monitoring_plan.deadline_passed"]
+    assert (summary.payload["obligated"], summary.payload["done_on_time"]) == (5, 1)
+
+
+async def test_the_backfill_asks_for_no_paper_copy_when_the_policy_does_not(
+    reporting: Harness,
+) -> None:
+    reporting.context.policy = POLICY.model_copy(update={"report": ReportRules(paper_copy=False)})
+    await rostered(reporting, CODE, OTHER)
+    await submit_report(reporting, CODE, BEFORE_THE_REPORT_DEADLINE)
+    await before_the_upgrade(reporting, CODE, OTHER)
+
+    ran = await backfilled(reporting, BEFORE_THE_REPORT_DEADLINE + timedelta(days=1))
+    assert ran.result == 4
+    assert {e.type for e in ran.events} == {"monitoring_plan.overdue"}  # its deadline passed
+    standing = await standings(reporting)
+    assert standing[(CODE, "report")] == ("done_on_time", None, BEFORE_THE_REPORT_DEADLINE)
+    assert standing[(OTHER, "report")] == ("open", NO_REPORT_ONLINE, None)
+
+
+async def test_after_the_deadline_the_backfill_enrols_those_still_open_overdue(
+    reporting: Harness,
+) -> None:
+    await rostered(reporting, CODE, OTHER)
+    await submit_report(reporting, OTHER, BEFORE_THE_REPORT_DEADLINE)  # no paper copy
+    await before_the_upgrade(reporting, CODE, OTHER)
+    upgraded = REPORT_DEADLINE + timedelta(days=2)
+
+    ran = await backfilled(reporting, upgraded)
+    assert ran.result == 4
+    assert sorted((e.type, e.key, e.payload["missing"]) for e in ran.events) == sorted(
+        [
+            ("monitoring_plan.overdue", CODE, NO_PLAN),
+            ("monitoring_plan.overdue", OTHER, NO_PLAN),
+            ("report.overdue", CODE, NO_REPORT),
+            ("report.overdue", OTHER, NO_PAPER_COPY),
+        ]
+    )
+    for code, missing in ((CODE, NO_REPORT), (OTHER, NO_PAPER_COPY)):
+        row = await obligation(reporting, code, "report")
+        assert (row.status, row.missing, row.done_at) == ("overdue", missing, None)
+        assert (row.case_opened_at, row.escalates_at) == (
+            upgraded,
+            upgraded + POLICY.supervision.case_sla,
+        )
+    assert (await backfilled(reporting, upgraded)).result == 0
+
+    # The watcher's first pass after the backfill counts them (and marks nobody twice).
+    passed = await watch(reporting, upgraded, "report")
+    assert [e.type for e in passed] == ["report.deadline_passed"]
+    assert (passed[0].payload["obligated"], passed[0].payload["overdue"]) == (2, 2)
+
+
+async def test_an_entity_that_met_its_report_after_the_deadline_is_backfilled_done_late(
+    reporting: Harness,
+) -> None:
+    await rostered(reporting, CODE)
+    report_id = await submit_report(reporting, CODE, BEFORE_THE_REPORT_DEADLINE)
+    paper_at = REPORT_DEADLINE + timedelta(days=1, hours=3)
+    await record_paper_copy(reporting, report_id, paper_at)
+    await before_the_upgrade(reporting, CODE)
+
+    ran = await backfilled(reporting, REPORT_DEADLINE + timedelta(days=3))
+    assert ran.result == 2
+    assert await standings(reporting) == {
+        (CODE, "monitoring_plan"): ("overdue", NO_PLAN, None),
+        (CODE, "report"): ("done_late", None, paper_at),
+    }
+    assert sorted(e.type for e in ran.events) == ["monitoring_plan.overdue", "report.done_late"]
+    [late] = [e for e in ran.events if e.type == "report.done_late"]
+    assert (late.key, late.event.payload.done_at) == (CODE, paper_at)
+    assert await history(reporting, CODE, "report") == [
+        ("enrolled", REPORT_DEADLINE + timedelta(days=3)),
+        ("done_late", paper_at),
+    ]
+    again = await backfilled(reporting, REPORT_DEADLINE + timedelta(days=4))
+    assert (again.result, again.events) == (0, [])
+
+
+async def test_an_entity_that_met_its_plan_on_time_is_never_overdue_after_the_deadline(
+    reporting: Harness,
+) -> None:
+    await rostered(reporting, CODE, OTHER)
+    await submit_plan(reporting, CODE, BEFORE_THE_PLAN_DEADLINE)
+    await before_the_upgrade(reporting, CODE, OTHER)
+    upgraded = PLAN_DEADLINE + timedelta(days=20)
+
+    ran = await backfilled(reporting, upgraded)
+    plan_events = [(e.type, e.key) for e in ran.events if e.type.startswith("monitoring_plan.")]
+    assert plan_events == [("monitoring_plan.overdue", OTHER)]  # not CODE, who met it
+    row = await obligation(reporting, CODE, "monitoring_plan")
+    assert (row.status, row.done_at, row.case_opened_at) == (
+        "done_on_time",
+        BEFORE_THE_PLAN_DEADLINE,
+        None,
+    )
+    assert await history(reporting, CODE, "monitoring_plan") == [
+        ("enrolled", upgraded),
+        ("done_on_time", BEFORE_THE_PLAN_DEADLINE),
+    ]
+    # Nor is it a case in its district's queue.
+    async with reporting.client() as client:
+        answer = await client.get(
+            "/districts/pudong/cases?state=all", headers=reporting.token("regulator")
+        )
+    assert answer.status_code == 200
+    assert answer.json() == []
+
+
+def report_gauge(district: str, state: str) -> float | None:
+    labels = {"obligation": "report", "district": district, "status": state}
+    return REGISTRY.get_sample_value("carbon_obligations", labels)
+
+
+async def test_the_watcher_backfills_as_it_starts_before_its_first_pass(
+    reporting: Harness,
+) -> None:
+    assert WATCHED.backfill is commands.backfill
+    await rostered(reporting, CODE, OTHER)
+    await before_the_upgrade(reporting, CODE, OTHER)
+    reporting.clock.current = REPORT_DEADLINE + timedelta(days=2)
+    metrics.OBLIGATIONS.labels("report", "pudong", "overdue").set(0)
+    # Polled by the gauge the watcher sets after its first pass (the in-memory database is one
+    # connection: the test stays off it while the watcher runs).
+    watching = asyncio.create_task(WATCHED.watch(reporting.context))
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while report_gauge("pudong", "overdue") != 1:
+            assert asyncio.get_running_loop().time() < deadline, "not backfilled in 5 s"
+            await asyncio.sleep(0.01)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert report_gauge("minhang", "overdue") == 1
+    # Enrolled before the pass: the deadline's summary counts them.
+    [summary] = [e for e in await reporting.outbox() if e.type == "report.deadline_passed"]
+    assert (summary.payload["obligated"], summary.payload["overdue"]) == (2, 2)

@@ -5,8 +5,9 @@ Every transition is a conditional update on the state the domain saw (409 when a
 changed it first) and a row of the audit trail (who, when, why, and the event it published).
 
 Each rostered entity of the cycle is bound by two obligations with deadlines (the monitoring plan
-and the report, carbon_platform.obligations): it is enrolled when it is rostered, and the plan and
-report commands record its progress in the same unit of work as their change."""
+and the report, carbon_platform.obligations): it is enrolled when it is rostered (one rostered
+before the deadlines were watched, by `backfill` at the watcher's start), and the plan and report
+commands record its progress in the same unit of work as their change."""
 
 from __future__ import annotations
 
@@ -960,32 +961,86 @@ async def _enroll(uow: UnitOfWork, registered: EntityRegistered) -> None:
         )
 
 
+def report_standing(
+    policy: Policy, *, submitted_at: datetime | None, paper_at: datetime | None
+) -> datetime | str:
+    """Where an entity's report obligation stands, from the instants its report was first
+    submitted online and its paper copy recorded: the instant it was met (the later of the two;
+    the online submission alone when the policy asks for no paper copy), or what is missing."""
+    if not policy.report.paper_copy:
+        paper_at = submitted_at  # no paper copy asked for: the online submission is all
+    if submitted_at is not None and paper_at is not None:
+        return max(submitted_at, paper_at)
+    # One half is in. (A paper copy is taken only of a submitted report, so today the second
+    # text never shows; it is kept should the Bureau record paper before the online copy.)
+    if submitted_at is not None:
+        return REPORT_WITHOUT_PAPER_COPY
+    if paper_at is not None:
+        return PAPER_COPY_WITHOUT_REPORT
+    return report_missing(policy)
+
+
 async def _report_obligation(uow: UnitOfWork, report_id: UUID) -> None:
-    """Where the entity's report obligation stands after its report changed. It is met once the
-    report was submitted online and, when the policy asks for one, its paper copy recorded: at
-    the later of the two instants (on time iff before the deadline). Until then its missing text
-    says which half is still to come."""
+    """Where the entity's report obligation stands after its report changed (report_standing):
+    met, on time iff before the deadline; until then its missing text says which half is still
+    to come."""
     row = await _report_row(uow, report_id)
     if row.compliance_year != uow.policy.compliance_year:
         return  # an earlier cycle's report: that cycle's obligation, not this one's
     submitted_at, paper_at = row.first_submitted_at, row.paper_copy_recorded_at
+    if submitted_at is None and paper_at is None:
+        return  # nothing in yet: the enrolment's text stands
     tables, code = store.obligation_tables, row.credit_code
-    if not uow.policy.report.paper_copy:
-        paper_at = submitted_at  # no paper copy asked for: the online submission is all
-    if submitted_at is not None and paper_at is not None:
-        done_at = max(submitted_at, paper_at)
-        await obligations.complete(uow, tables, credit_code=code, obligation=REPORT, at=done_at)
-        return
-    # One half is in. (A paper copy is taken only of a submitted report, so today the second
-    # text never shows; it is kept should the Bureau record paper before the online copy.)
-    if submitted_at is not None:
-        missing = REPORT_WITHOUT_PAPER_COPY
-    elif paper_at is not None:
-        missing = PAPER_COPY_WITHOUT_REPORT
-    else:
+    standing = report_standing(uow.policy, submitted_at=submitted_at, paper_at=paper_at)
+    if isinstance(standing, datetime):
+        await obligations.complete(uow, tables, credit_code=code, obligation=REPORT, at=standing)
         return
     await obligations.still_missing(
-        uow, tables, credit_code=code, obligation=REPORT, missing=missing
+        uow, tables, credit_code=code, obligation=REPORT, missing=standing
+    )
+
+
+async def backfill(uow: UnitOfWork, _: None) -> int:
+    """Enrol the entities rostered before reporting watched its deadlines (an upgrade in the
+    middle of the cycle: migration 0004 added the tables empty, and the registry publishes
+    entity.registered once), each where it stands now: bound by what it has still to do, or met
+    at the instant its plan or report says. The watcher runs it at each start, before its first
+    check; once everyone is enrolled it finds nobody. Returns how many obligations it enrolled."""
+    policy, year = uow.policy, uow.policy.compliance_year
+    enrolled = 0
+    for row in await store.unenrolled_for_plan(
+        uow.conn, compliance_year=year, plan_year=policy.monitoring_plan.year
+    ):
+        enrolled += await _enroll_where_it_stands(
+            uow, MONITORING_PLAN, row, missing=plan_missing(policy), met_at=row.first_submitted_at
+        )
+    for row in await store.unenrolled_for_report(uow.conn, compliance_year=year):
+        standing = report_standing(
+            policy, submitted_at=row.first_submitted_at, paper_at=row.paper_copy_recorded_at
+        )
+        if isinstance(standing, datetime):  # met: its enrolment names what it was bound to
+            missing, met_at = report_missing(policy), standing
+        else:
+            missing, met_at = standing, None
+        enrolled += await _enroll_where_it_stands(uow, REPORT, row, missing=missing, met_at=met_at)
+    return enrolled
+
+
+async def _enroll_where_it_stands(
+    uow: UnitOfWork, obligation: str, row: Any, *, missing: str, met_at: datetime | None
+) -> bool:
+    """Enrol one entity the backfill found: bound by what it still lacks or, met already,
+    enrolled done at that instant (on time, or late and published), never overdue first. False
+    when another instance enrolled it meanwhile."""
+    return await obligations.enroll(
+        uow,
+        store.obligation_tables,
+        credit_code=row.credit_code,
+        obligation=obligation,
+        name=row.name,
+        district=row.district,
+        missing=missing,
+        done_at=met_at,
     )
 
 

@@ -8,8 +8,11 @@ from carbon_platform.context import ServiceDefinition
 from carbon_platform.obligations import Watched
 from reporting import api, commands, store
 
-# The deadlines reporting owns, watched per rostered entity (commands.py enrols and completes).
-WATCHED = Watched(store.obligation_tables, ("monitoring_plan", "report"))
+# The deadlines reporting owns, watched per rostered entity (commands.py enrols and completes;
+# its backfill enrols, at each start, the entities rostered before the deadlines were watched).
+WATCHED = Watched(
+    store.obligation_tables, ("monitoring_plan", "report"), backfill=commands.backfill
+)
 
 SERVICE = ServiceDefinition(
     name="reporting",

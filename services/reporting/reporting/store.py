@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    exists,
     select,
     update,
 )
@@ -840,3 +841,63 @@ async def add_determination(
             "determined_at": at,
         },
     )
+
+
+# --- obligations of entities rostered before they were watched --------------------------------
+
+
+def _unenrolled(obligation: str, progress: Table, *columns: Any, on: Any) -> Select[Any]:
+    """The year's rostered entities not bound by `obligation` yet (rostered before migration
+    0004 added the obligation tables), with what they did towards it from `progress`: one
+    query over the roster, not one per entity."""
+    status = obligation_tables.status
+    return (
+        select(roster.c.credit_code, roster.c.name, roster.c.district, *columns)
+        .outerjoin(progress, on)
+        .where(roster.c.compliance_year == bindparam("year"))
+        .where(
+            ~exists().where(
+                status.c.credit_code == roster.c.credit_code,
+                status.c.compliance_year == roster.c.compliance_year,
+                status.c.obligation == obligation,
+            )
+        )
+        .order_by(roster.c.credit_code)
+    )
+
+
+_UNENROLLED_FOR_PLAN = _unenrolled(
+    "monitoring_plan",
+    monitoring_plans,
+    monitoring_plans.c.first_submitted_at,
+    on=and_(
+        monitoring_plans.c.credit_code == roster.c.credit_code,
+        monitoring_plans.c.plan_year == bindparam("plan_year"),
+    ),
+)
+_UNENROLLED_FOR_REPORT = _unenrolled(
+    "report",
+    reports,
+    reports.c.first_submitted_at,
+    reports.c.paper_copy_recorded_at,
+    on=and_(
+        reports.c.credit_code == roster.c.credit_code,
+        reports.c.compliance_year == roster.c.compliance_year,
+    ),
+)
+
+
+async def unenrolled_for_plan(
+    conn: AsyncConnection, *, compliance_year: int, plan_year: int
+) -> list[Any]:
+    """Rostered entities of the year not yet bound by their monitoring plan, each with the
+    instant it first submitted its plan for `plan_year` (`first_submitted_at`, None if not)."""
+    arguments = {"year": compliance_year, "plan_year": plan_year}
+    return list(await conn.execute(_UNENROLLED_FOR_PLAN, arguments))
+
+
+async def unenrolled_for_report(conn: AsyncConnection, *, compliance_year: int) -> list[Any]:
+    """Rostered entities of the year not yet bound by their report, each with the instants its
+    report of the year was first submitted online (`first_submitted_at`) and its paper copy
+    recorded (`paper_copy_recorded_at`), None for what has not happened."""
+    return list(await conn.execute(_UNENROLLED_FOR_REPORT, {"year": compliance_year}))
