@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -259,3 +260,14 @@ def _in_outbox_order(platform: Platform, service: str, topic: str, records: list
         if [order[i] for i in ids] != sorted(order[i] for i in ids):
             return False
     return True
+
+
+def test_every_line_a_service_writes_is_json(platform: Platform) -> None:
+    # After the starts, kills and restarts above: JSON log lines only, not even the terminal codes
+    # of a progress spinner before the first one.
+    for service in platform.urls:
+        lines = (platform.var_dir / "log" / f"{service}.log").read_text().splitlines()
+        assert lines, service
+        for line in lines:
+            record = json.loads(line)
+            assert {"time", "level", "service", "message"} <= record.keys(), line

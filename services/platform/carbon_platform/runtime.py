@@ -330,6 +330,12 @@ class ServiceWorker(faust.Worker):
 
     started_up = False
 
+    def __init__(self, *services: Any, **options: Any) -> None:
+        super().__init__(*services, **options)
+        # No terminal spinner: its cursor codes would start the log's first line, and every line
+        # of a service's output is a JSON log line.
+        self.spinner = None
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         self.started_up = True
