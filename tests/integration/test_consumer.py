@@ -25,6 +25,7 @@ from carbon_platform.codec import Event, RawMessage, encode
 from carbon_platform.consumer import EventConsumer
 from carbon_platform.context import ServiceContext, UnitOfWork
 from carbon_platform.db import make_engine
+from carbon_platform.logs import JsonFormatter
 from registry.domain.credit_code import make_credit_code
 from reporting import store
 from reporting.service import SERVICE
@@ -70,7 +71,7 @@ async def rows(context: ServiceContext, sql: str) -> list[Any]:
 
 
 async def test_a_bug_is_retried_then_dead_lettered_with_its_traceback(
-    context: ServiceContext,
+    context: ServiceContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls = 0
 
@@ -100,6 +101,12 @@ async def test_a_bug_is_retried_then_dead_lettered_with_its_traceback(
     assert letter.key == raw.key
     assert "dlq_error_class" in headers and "ce_id" in headers
     assert (await rows(context, "SELECT outcome FROM inbox"))[0][0] == "dead_lettered"
+    # Its log line says where it was and why, in fields of the JSON line, not only in words.
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+    line = json.loads(JsonFormatter("reporting").format(warning))
+    assert (line["topic"], line["partition"], line["offset"]) == (raw.topic, 0, raw.offset)
+    assert line["error_class"] == "bug.RuntimeError"
+    assert "handler bug" in line["reason"]
     # The same record delivered again (a crash before the offset commit) is not lettered twice.
     assert await consumer.handle(raw) == "duplicate"
     assert len(await rows(context, "SELECT * FROM outbox")) == 1

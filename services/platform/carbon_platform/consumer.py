@@ -333,14 +333,17 @@ class EventConsumer:
                     extra=fields,
                 )
             elif work.outcome == "dead_lettered" and work.letter is not None:
+                # A bug's letter carries its traceback: its last line says what went wrong.
+                lines = work.letter[1].strip().splitlines() or [""]
+                error_class, reason = work.letter[0], lines[-1][:300]
                 log.warning(
                     "dead-lettered %s/%s/%s: %s %s",
                     work.raw.topic,
                     work.raw.partition,
                     work.raw.offset,
-                    work.letter[0],
-                    work.letter[1][:300],
-                    extra=fields,
+                    error_class,
+                    reason,
+                    extra={**fields, "error_class": error_class, "reason": reason},
                 )
             else:
                 log.debug("event %s", work.outcome, extra=fields)

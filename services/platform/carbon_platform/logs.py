@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from carbon_platform import metrics
 
 _NOISY = ("aiokafka", "faust", "mode", "uvicorn.access")
-_EVENT_FIELDS = ("event_id", "event_type", "topic", "partition", "offset", "entity_id")
+_EVENT_FIELDS = (
+    "event_id",
+    "event_type",
+    "topic",
+    "partition",
+    "offset",
+    "entity_id",
+    "error_class",  # a dead letter's class (poison, oversized, bug...)
+    "reason",  # and what was wrong, in words
+)
 
 
 class JsonFormatter(logging.Formatter):
