@@ -26,6 +26,7 @@ from carbon_platform.auth import current_principal
 from carbon_platform.context import ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("carbon_platform.access_log")
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 _STATUS_CODES = {
@@ -180,9 +181,24 @@ class _Edge:
         finally:
             # Label by route template, never by concrete path: ids must not become label values.
             route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            metrics.HTTP_DURATION.labels(scope["method"], route).observe(
-                time.perf_counter() - started
+            metrics.HTTP_DURATION.labels(scope["method"], route).observe(seconds)
+            # The access log, by route template too (a path may carry a credit code); probes
+            # and scrapes only at DEBUG, or they would drown it.
+            quiet = route.startswith(("/health/", "/metrics"))
+            access.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s %d",
+                scope["method"],
+                route,
+                status,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
             )
 
 

@@ -20,6 +20,10 @@ _EVENT_FIELDS = (
     "entity_id",
     "error_class",  # a dead letter's class (poison, oversized, bug...)
     "reason",  # and what was wrong, in words
+    "method",  # an HTTP request: its method, route template, status and time taken
+    "route",
+    "status",
+    "duration_ms",
 )
 
 

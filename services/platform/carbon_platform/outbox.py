@@ -328,12 +328,21 @@ class OutboxRelay:
         for (row, _), result in zip(deliveries, results, strict=True):
             if isinstance(result, _UNPUBLISHABLE):
                 parked[row.id] = f"{type(result).__name__}: {result}"
+                log.error(
+                    "outbox row %d parked, never to be published: %s",
+                    row.id,
+                    parked[row.id],
+                    extra={
+                        "event_id": row.event_id,
+                        "event_type": row.event_type,
+                        "topic": row.topic,
+                        "reason": parked[row.id],
+                    },
+                )
             elif isinstance(result, BaseException):
                 failure = failure or (row, result)
             else:
                 sent[row.id] = (result.partition, result.offset)
-        for row_id, reason in parked.items():
-            log.error("outbox row %d parked, never to be published: %s", row_id, reason)
         return sent, parked, failure
 
     async def _restore_lost_history(self) -> bool:
@@ -358,7 +367,12 @@ class OutboxRelay:
             return False
         _, event_id, topic, partition, offset = gone[0]
         log.warning(
-            "an event published, %s, is no longer at %s/%d/%d", event_id, topic, partition, offset
+            "an event published, %s, is no longer at %s/%d/%d",
+            event_id,
+            topic,
+            partition,
+            offset,
+            extra={"event_id": event_id, "topic": topic, "partition": partition, "offset": offset},
         )
         # Everything up to the newest mark that is gone may be lost: check each topic's newest
         # row sent by then.
@@ -451,6 +465,7 @@ class OutboxRelay:
                     "again, in their original order, before anything newer",
                     name,
                     again.rowcount,
+                    extra={"topic": name},
                 )
                 metrics.OUTBOX_REPUBLISHED_TOTAL.labels(name).inc(again.rowcount)
 
