@@ -214,6 +214,30 @@ async def enroll(
     return True
 
 
+async def enroll_found(
+    uow: UnitOfWork,
+    tables: ObligationTables,
+    row: Any,
+    *,
+    obligation: str,
+    missing: str,
+    done_at: datetime | None,
+) -> bool:
+    """Enrol one entity a backfill found (`row` has its credit_code, name and district): bound
+    by what it still lacks or, met already, enrolled done at `done_at` (on time, or late and
+    published), never overdue first. False when another instance enrolled it meanwhile."""
+    return await enroll(
+        uow,
+        tables,
+        credit_code=row.credit_code,
+        obligation=obligation,
+        name=row.name,
+        district=row.district,
+        missing=missing,
+        done_at=done_at,
+    )
+
+
 async def still_missing(
     uow: UnitOfWork, tables: ObligationTables, *, credit_code: str, obligation: str, missing: str
 ) -> None:

@@ -179,7 +179,9 @@ async def _backfill_surrender(uow: UnitOfWork) -> int:
         met = row.completed_at
         if met is None and row.obligation == 0:  # met as determined: that instant is not kept
             met = uow.now
-        enrolled += await _enrol_where_it_stands(uow, SURRENDER, row, missing=missing, met=met)
+        enrolled += await obligations.enroll_found(
+            uow, store.obligation_tables, row, obligation=SURRENDER, missing=missing, done_at=met
+        )
     return enrolled
 
 
@@ -193,8 +195,13 @@ async def _backfill_accounts_opening(uow: UnitOfWork) -> int:
         if missing is None:  # both open: met when the later came, bound to what it lacked then
             met = max(row.opened_at, row.linked_at)
             missing = _accounts_missing_when_rostered(row)
-        enrolled += await _enrol_where_it_stands(
-            uow, ACCOUNTS_OPENING, row, missing=missing, met=met
+        enrolled += await obligations.enroll_found(
+            uow,
+            store.obligation_tables,
+            row,
+            obligation=ACCOUNTS_OPENING,
+            missing=missing,
+            done_at=met,
         )
     return enrolled
 
@@ -208,22 +215,6 @@ def _accounts_missing_when_rostered(row: Any) -> str:
 
     missing = accounts_missing(account=then(row.opened_at), trading=then(row.linked_at))
     return missing or NO_REGISTRY_ACCOUNT
-
-
-async def _enrol_where_it_stands(
-    uow: UnitOfWork, obligation: str, row: Any, *, missing: str, met: datetime | None
-) -> bool:
-    # Met already: enrolled done (on time, or late and published), never overdue first.
-    return await obligations.enroll(
-        uow,
-        store.obligation_tables,
-        credit_code=row.credit_code,
-        obligation=obligation,
-        name=row.name,
-        district=row.district,
-        missing=missing,
-        done_at=met,
-    )  # False: another instance enrolled it meanwhile
 
 
 # --- inbound: reported emissions --------------------------------------------------------------

@@ -1886,17 +1886,6 @@ async def keep_reported_emissions(
     )
 
 
-async def get_reported_emissions(
-    conn: AsyncConnection, *, credit_code: str, compliance_year: int
-) -> Any:
-    found = await conn.execute(
-        select(reported_emissions)
-        .where(reported_emissions.c.credit_code == credit_code)
-        .where(reported_emissions.c.compliance_year == compliance_year)
-    )
-    return found.first()
-
-
 async def shortfall_positions(
     conn: AsyncConnection, *, district: str, compliance_year: int
 ) -> list[Any]:

@@ -1011,8 +1011,13 @@ async def backfill(uow: UnitOfWork, _: None) -> int:
     for row in await store.unenrolled_for_plan(
         uow.conn, compliance_year=year, plan_year=policy.monitoring_plan.year
     ):
-        enrolled += await _enroll_where_it_stands(
-            uow, MONITORING_PLAN, row, missing=plan_missing(policy), met_at=row.first_submitted_at
+        enrolled += await obligations.enroll_found(
+            uow,
+            store.obligation_tables,
+            row,
+            obligation=MONITORING_PLAN,
+            missing=plan_missing(policy),
+            done_at=row.first_submitted_at,
         )
     for row in await store.unenrolled_for_report(uow.conn, compliance_year=year):
         standing = report_standing(
@@ -1022,26 +1027,10 @@ async def backfill(uow: UnitOfWork, _: None) -> int:
             missing, met_at = report_missing(policy), standing
         else:
             missing, met_at = standing, None
-        enrolled += await _enroll_where_it_stands(uow, REPORT, row, missing=missing, met_at=met_at)
+        enrolled += await obligations.enroll_found(
+            uow, store.obligation_tables, row, obligation=REPORT, missing=missing, done_at=met_at
+        )
     return enrolled
-
-
-async def _enroll_where_it_stands(
-    uow: UnitOfWork, obligation: str, row: Any, *, missing: str, met_at: datetime | None
-) -> bool:
-    """Enrol one entity the backfill found: bound by what it still lacks or, met already,
-    enrolled done at that instant (on time, or late and published), never overdue first. False
-    when another instance enrolled it meanwhile."""
-    return await obligations.enroll(
-        uow,
-        store.obligation_tables,
-        credit_code=row.credit_code,
-        obligation=obligation,
-        name=row.name,
-        district=row.district,
-        missing=missing,
-        done_at=met_at,
-    )
 
 
 # --- consumed events --------------------------------------------------------------------------
