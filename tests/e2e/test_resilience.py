@@ -226,13 +226,38 @@ def test_a_broker_killed_mid_run_loses_no_event(platform: Platform) -> None:
 
     for seed in seeds:
         code = make_credit_code(seed)
-        notes = wait_until(
-            functools.partial(told, code),
-            timeout=90,
-            what=f"the notifier to have told {code} of its {len(CYCLE_TOPICS)} events",
-        )
+        try:
+            notes = wait_until(
+                functools.partial(told, code),
+                timeout=90,
+                what=f"the notifier to have told {code} of its {len(CYCLE_TOPICS)} events",
+            )
+        except AssertionError as missing:
+            raise AssertionError(f"{missing}\n{_what_the_notifier_saw(platform, code)}") from None
         assert len({note["event_id"] for note in notes}) == len(CYCLE_TOPICS)
     assert_ready_again(platform)
+
+
+def _what_the_notifier_saw(platform: Platform, code: str) -> str:
+    """Where each of the entity's events stands on the broker and in the notifier's inbox."""
+    lines = []
+    for name in CYCLE_TOPICS:
+        topic = catalogue().topic(name).name
+        on_broker = [
+            (r.partition, r.offset, r.headers["ce_id"].decode())
+            for r in read_topic(platform.bootstrap, topic)
+            if r.key == code.encode()
+        ]
+        inbox = DATABASE.query(
+            platform.var_dir,
+            "notifier",
+            'SELECT event_id, partition, "offset", outcome FROM inbox WHERE topic = :topic',
+            topic=topic,
+        )
+        ids = {event_id for _, _, event_id in on_broker}
+        handled = [tuple(row) for row in inbox if str(row[0]) in ids]
+        lines.append(f"{name}: on the broker {on_broker}; in the inbox {handled}")
+    return "\n".join(lines)
 
 
 def _first_copies(records: list[Any]) -> list[Any]:

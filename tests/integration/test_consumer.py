@@ -150,7 +150,10 @@ async def test_a_handler_cancelled_mid_retry_no_longer_reports_a_failure(
     consumer = EventConsumer(context, {"entity.registered": down})
     handling = asyncio.ensure_future(consumer.handle(registered(3)))
     await failing.wait()
-    await asyncio.sleep(0.01)  # into the backoff
+    for _ in range(500):  # into the backoff, once the failed transaction has rolled back
+        if consumer.transient_failure:
+            break
+        await asyncio.sleep(0.01)
     assert consumer.transient_failure is True
     handling.cancel()
     with pytest.raises(asyncio.CancelledError):

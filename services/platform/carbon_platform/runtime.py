@@ -58,7 +58,22 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         return consumer
 
 
+class _RebalanceListener(aiokafka_driver.ConsumerRebalanceListener):
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # Faust tells a record fetched under an earlier assignment by the group's generation,
+        # but a broker that came back empty starts its generations again: a generation can
+        # repeat, and a record of the old broker would pass for one of the new. Each assignment
+        # of this process gets a number of its own instead.
+        app = self._thread.app
+        app.consumer_generation_id += 1
+        await self._thread.on_partitions_assigned(
+            aiokafka_driver.ensure_TPset(assigned), app.consumer_generation_id
+        )
+
+
 class _Consumer(aiokafka_driver.Consumer):
+    RebalanceListener = _RebalanceListener
+
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -112,7 +127,8 @@ class BatchingService(Service):
 
     The agent takes records off the stream without acknowledging them; this service takes up
     what has arrived (waiting a few milliseconds for more), handles the batch in one transaction
-    and only then acknowledges it, so Faust never commits an offset past an unhandled record.
+    and only then acknowledges it, so Faust never commits an offset past an unhandled record,
+    nor one of an assignment it has since lost.
     """
 
     def __init__(
@@ -140,9 +156,21 @@ class BatchingService(Service):
                     batch.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
-            await self._consumer.handle_batch([_raw(event.message) for event in batch])
-            for event in batch:
+            await self.handle(batch)
+
+    async def handle(self, batch: list[Any]) -> None:
+        """One batch of the agent's events, in one transaction, then acknowledged."""
+        await self._consumer.handle_batch([_raw(event.message) for event in batch])
+        for event in batch:
+            # A record fetched under an earlier assignment is not acknowledged: Faust forgot
+            # its partition's offsets at the rebalance, so this one would be committed as if it
+            # were the first, and a broker that came back empty numbers its records from 0
+            # again (the group would then skip them). Whoever owns the partition now gets the
+            # record again, and the inbox takes it once.
+            if event.message.generation_id == event.app.consumer_generation_id:
                 event.ack()
+            else:
+                event.message.acked = True  # done with, so a stop does not wait for it
 
 
 def subscribe(app: faust.App, batching: BatchingService, topics: list[str]) -> None:
