@@ -89,7 +89,11 @@ def encode(
     time: datetime,
     caused_by: Event[Payload] | None = None,
     event_id: str | None = None,
+    correlation_id: str | None = None,
+    traceparent: str | None = None,
 ) -> Outgoing:
+    """The record of an event. Its correlation id is its cause's, else the request's
+    (`correlation_id`), else its own id; `traceparent` is the span that caused it."""
     if time.tzinfo is None:
         raise ValueError("ce_time must carry a UTC offset")
     event = payload.EVENT
@@ -104,10 +108,12 @@ def encode(
         "ce_dataschema": dataschema_uri(event, payload.VERSION),
         "content-type": CONTENT_TYPE,
         # Every event of one chain carries the correlation id of the request that started it.
-        "ce_correlationid": caused_by.correlation_id if caused_by else event_id,
+        "ce_correlationid": caused_by.correlation_id if caused_by else correlation_id or event_id,
     }
     if caused_by is not None:
         headers["ce_causationid"] = caused_by.id
+    if traceparent is not None:
+        headers["ce_traceparent"] = traceparent
     return Outgoing(
         topic=catalogue().topic_for_event(event).name,
         key=payload.subject.encode(),

@@ -17,6 +17,7 @@ import socket
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
@@ -28,7 +29,7 @@ from carbon_contracts.catalogue import catalogue
 from carbon_contracts.envelope import parse_event_type
 from carbon_contracts.errors import Rejection
 from carbon_contracts.events import model_for
-from carbon_platform import metrics
+from carbon_platform import metrics, tracing
 from carbon_platform.codec import Event, Outgoing, PoisonMessage, RawMessage, decode, record_size
 from carbon_platform.context import Handler, ServiceContext, UnitOfWork
 from carbon_platform.inbox import record_first_deliveries
@@ -241,11 +242,12 @@ class EventConsumer:
                 assert work.event is not None and work.handler is not None
                 work.unit = context.unit_of_work(conn, now=now, caused_by=work.event)
                 try:
-                    if isolated:
-                        async with conn.begin_nested():
+                    with _handling(work.raw, work.event):
+                        if isolated:
+                            async with conn.begin_nested():
+                                await work.handler(work.unit, work.event)
+                        else:
                             await work.handler(work.unit, work.event)
-                    else:
-                        await work.handler(work.unit, work.event)
                 except Rejection as rejection:
                     if not isolated:
                         raise _NeedsIsolation from rejection
@@ -360,10 +362,28 @@ def _within(headers: list[tuple[str, bytes]], budget: int) -> list[tuple[str, by
     return kept
 
 
+def _handling(raw: RawMessage, event: Event[Any]) -> AbstractContextManager[Any]:
+    """The span of one event's handler, continuing the trace of whoever published it (our
+    records carry `ce_traceparent`; a plain `traceparent` from an outside producer is taken
+    too)."""
+    return tracing.consuming(
+        raw.topic,
+        raw.partition,
+        raw.offset,
+        raw.header(tracing.TRACEPARENT) or raw.header("traceparent"),
+        event.correlation_id,
+    )
+
+
 def _log_fields(raw: RawMessage, event: Event[Any] | None) -> dict[str, Any]:
     fields: dict[str, Any] = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}
     if event is not None:
-        fields.update(event_id=event.id, event_type=event.type, entity_id=event.payload.subject)
+        fields.update(
+            event_id=event.id,
+            event_type=event.type,
+            entity_id=event.payload.subject,
+            correlation_id=event.correlation_id,
+        )
     return fields
 
 

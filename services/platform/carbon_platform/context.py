@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from carbon_contracts.events import Payload
 from carbon_contracts.policy import Policy
+from carbon_platform import tracing
 from carbon_platform.clock import Clock
 from carbon_platform.codec import Event, Outgoing, encode
 from carbon_platform.db import read_only
@@ -46,7 +47,14 @@ class UnitOfWork:
 
     def record(self, payload: Payload) -> Outgoing:
         """An event this unit of work causes; published only if the transaction commits."""
-        outgoing = encode(payload, source=self.source, time=self.now, caused_by=self.caused_by)
+        outgoing = encode(
+            payload,
+            source=self.source,
+            time=self.now,
+            caused_by=self.caused_by,
+            correlation_id=tracing.correlation_id(),
+            traceparent=tracing.traceparent(),
+        )
         self.events.append(outgoing)
         return outgoing
 

@@ -7,21 +7,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+from uuid import uuid4
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon_contracts.errors import ErrorResponse, Rejection, where_invalid
-from carbon_platform import metrics
+from carbon_platform import metrics, tracing
 from carbon_platform.auth import current_principal
 from carbon_platform.context import ServiceContext, ServiceDefinition
 
@@ -162,6 +165,17 @@ class _Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].startswith(("/health/", "/metrics")):  # probes and scrapes: no trace
+            await self._serve(scope, receive, send, None)
+            return
+        headers = Headers(scope=scope)
+        correlation = tracing.caller_correlation_id(headers.get(tracing.CORRELATION_HEADER))
+        with tracing.serving(scope["method"], headers, correlation or str(uuid4())) as traced:
+            await self._serve(scope, receive, send, traced)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, traced: tuple[Span, str] | None
+    ) -> None:
         started = time.perf_counter()
         limit = self.limits.get(scope["path"], self.default_limit)
         status = 500
@@ -170,6 +184,8 @@ class _Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if traced is not None:  # the caller can quote it, and find the request's events
+                    MutableHeaders(scope=message).append(tracing.CORRELATION_HEADER, traced[1])
             await send(message)
 
         try:
@@ -181,6 +197,9 @@ class _Edge:
         finally:
             # Label by route template, never by concrete path: ids must not become label values.
             route = getattr(scope.get("route"), "path", "unmatched")
+            if traced is not None:
+                traced[0].update_name(f"{scope['method']} {route}")
+                traced[0].set_attributes({"http.route": route, "http.response.status_code": status})
             seconds = time.perf_counter() - started
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             metrics.HTTP_DURATION.labels(scope["method"], route).observe(seconds)

@@ -1,4 +1,5 @@
-"""Logging: JSON lines carrying event id, type, topic, partition, offset and entity id."""
+"""Logging: JSON lines carrying event id, type, topic, partition, offset and entity id, and the
+trace, span and correlation ids of the request or event being handled."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import time
 from datetime import UTC, datetime
 
-from carbon_platform import metrics
+from carbon_platform import metrics, tracing
 
 _NOISY = ("aiokafka", "faust", "mode", "uvicorn.access")
 _EVENT_FIELDS = (
@@ -24,6 +25,7 @@ _EVENT_FIELDS = (
     "route",
     "status",
     "duration_ms",
+    "correlation_id",  # the request that started what this line is about
 )
 
 
@@ -40,6 +42,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # The trace, span and correlation of the request or event being handled, if any.
+        entry.update(tracing.ids())
         for name in _EVENT_FIELDS:
             if hasattr(record, name):
                 entry[name] = getattr(record, name)

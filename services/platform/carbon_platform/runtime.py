@@ -36,6 +36,7 @@ from carbon_platform.logs import configure_logging
 from carbon_platform.migrations import migrate
 from carbon_platform.outbox import OutboxRelay
 from carbon_platform.settings import Settings
+from carbon_platform.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,7 @@ def run_service(definition: ServiceDefinition) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = load_settings(definition)
     configure_logging(definition.name, level=settings.log_level, fmt=settings.log_format)
+    configure_tracing(definition.name, settings.instance, settings.tracing_exporter)
     policy = load_policy(settings.policy_file)
     migrate(
         url=settings.resolved_database_url(),

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     policy_file: Path = Field(default_factory=default_policy_path)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # Where spans go: nowhere (trace context still travels on the records), one JSON line per
+    # span on stdout, or OTLP over HTTP to the collector in OTEL_EXPORTER_OTLP_ENDPOINT.
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
     # Consumer group tuning: a group join waits up to the rebalance timeout for members; Tansu
     # holds a new group's first join for half the session timeout, and a member that died keeps
     # its partitions until its session times out, so the session is short (heartbeats run in
