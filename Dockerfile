@@ -25,7 +25,7 @@ WORKDIR /app
 
 # 1. Third-party dependencies only: this layer is reused until uv.lock or a manifest changes.
 COPY pyproject.toml uv.lock ./
-COPY contracts/python/pyproject.toml contracts/python/pyproject.toml
+COPY contracts/pyproject.toml contracts/pyproject.toml
 COPY services/platform/pyproject.toml services/platform/pyproject.toml
 COPY services/emissions/pyproject.toml services/emissions/pyproject.toml
 COPY services/reporting/pyproject.toml services/reporting/pyproject.toml

@@ -299,7 +299,7 @@ def asyncapi_document(cat: Catalogue | None = None) -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Carbon ETS platform events",
-            "version": "1.5.0",
+            "version": "1.6.0",
             "description": (
                 "Events of the Shanghai carbon emissions trading compliance cycle. Envelope: "
                 "CloudEvents 1.0 in binary mode (CloudEvents Kafka protocol binding): the "
