@@ -26,9 +26,12 @@ $(VENV)/.synced: uv.lock pyproject.toml
 	$(UV) sync --frozen --python $(VENV)/bin/python
 	@touch $@
 
-# promtool checks the alert rules; Debian's prometheus package brings it.
+# promtool checks the alert rules; Debian's prometheus package brings it. Alertmanager (Debian's
+# prometheus-alertmanager: the binary prometheus-alertmanager, and amtool) delivers them in the
+# end-to-end test of alerting.
 tools:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v prometheus-alertmanager >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

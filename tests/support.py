@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -531,12 +531,22 @@ def report_event(seed: int) -> Outgoing:
 
 @contextmanager
 def running_prometheus(
-    tmp_path: Path, targets: dict[str, str], *, scrape_interval: str | None = None
+    tmp_path: Path,
+    targets: Mapping[str, str | list[str]],
+    *,
+    scrape_interval: str | None = None,
+    alertmanager: str | None = None,
 ) -> Iterator[str]:
     """A real Prometheus with deploy/prometheus as shipped (config and alert rules), its jobs
-    pointed at `targets` (job -> service URL); yields its API base URL. The deployed intervals
-    unless `scrape_interval` speeds scraping and evaluation up."""
+    pointed at `targets` (job -> the URL of a service instance, or a list of them, each scraped
+    as its own instance) in place of the shipped service discovery; yields its API base URL.
+    The deployed intervals unless `scrape_interval` speeds scraping and evaluation up. Alerts
+    go to the Alertmanager at the URL `alertmanager`, else nowhere."""
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    config.pop("alerting", None)  # the shipped one names the compose Alertmanager
+    if alertmanager:
+        manager = {"static_configs": [{"targets": [alertmanager.split("//")[-1]]}]}
+        config["alerting"] = {"alertmanagers": [manager]}
     if scrape_interval:
         config["global"].update(
             scrape_interval=scrape_interval,
@@ -545,7 +555,10 @@ def running_prometheus(
         )
     config["rule_files"] = [str(REPO / "deploy/prometheus/alerts.yml")]
     config["scrape_configs"] = [
-        {**job, "static_configs": [{"targets": [targets[job["job_name"]].split("//")[1]]}]}
+        {
+            **{key: value for key, value in job.items() if not key.endswith("_sd_configs")},
+            "static_configs": [{"targets": _scrape_targets(targets[job["job_name"]])}],
+        }
         for job in config["scrape_configs"]
         if job["job_name"] in targets
     ]
@@ -566,6 +579,14 @@ def running_prometheus(
     finally:
         process.terminate()
         process.wait(20)
+
+
+def _scrape_targets(urls: str | list[str]) -> list[str]:
+    """host:port of each service URL, as a static_configs target."""
+    return [
+        url.split("//", 1)[1].split("/", 1)[0]
+        for url in ([urls] if isinstance(urls, str) else urls)
+    ]
 
 
 def prometheus_query(api: str, promql: str) -> list[dict[str, Any]]:

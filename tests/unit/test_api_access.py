@@ -154,6 +154,9 @@ ROUTES = [
         frozenset({"regulator", "entity", "district"}),
     ),
     Route("registry", "GET", "/ledger/reconciliation", BUREAU_ONLY),
+    Route("reporting", "GET", "/figures", BUREAU_ONLY),
+    Route("registry", "GET", "/figures", BUREAU_ONLY),
+    Route("notifier", "GET", "/figures", BUREAU_ONLY),
     Route("reporting", "POST", "/reports", frozenset({"entity"}), body=REPORT_BODY),
     Route("reporting", "GET", "/reports", frozenset({"regulator", "entity", "district"})),
     Route("reporting", "GET", f"/reports/{A_UUID}", frozenset({"regulator", "entity", "district"})),
@@ -283,6 +286,7 @@ ROUTES = [
     Route("verification", "POST", "/years/2024/close", BUREAU_ONLY),
     Route("verification", "GET", "/years/2024", BUREAU_ONLY),
     Route("notifier", "GET", "/notifications", frozenset({"regulator", "entity", "district"})),
+    Route("notifier", "POST", "/alerts", BUREAU_ONLY, body={"version": "4", "alerts": []}),
 ]
 REFUSED_ROLES = [
     (route, caller)

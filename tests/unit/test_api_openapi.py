@@ -50,6 +50,9 @@ DOCUMENTED: dict[tuple[str, str, str], set[int]] = {
     ("registry", "post", "/entities/{credit_code}/transfers"): {403, 404, 409},
     ("registry", "get", "/entities/{credit_code}/transfers"): {403, 404},
     ("registry", "get", "/ledger/reconciliation"): {403},
+    ("reporting", "get", "/figures"): {403},
+    ("registry", "get", "/figures"): {403},
+    ("notifier", "get", "/figures"): {403},
     ("registry", "get", "/auctions"): {403},
     ("registry", "get", "/auctions/{auction_id}"): {403, 404},
     ("registry", "post", "/auctions/{auction_id}/announce"): {403, 404, 409},
@@ -95,6 +98,7 @@ DOCUMENTED: dict[tuple[str, str, str], set[int]] = {
     ("notifier", "get", "/deliveries"): {403},
     ("notifier", "get", "/deliveries/{delivery_id}/attempts"): {403, 404},
     ("notifier", "post", "/deliveries/{delivery_id}/replay"): {403, 404, 409},
+    ("notifier", "post", "/alerts"): {403},
 }
 PUBLIC: dict[tuple[str, str, str], set[int]] = {
     ("reporting", "get", "/factors"): set(),

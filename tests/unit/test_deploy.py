@@ -32,9 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "carbon-overview.json"
+ALERTMANAGER_FILE = DEPLOY / "alertmanager" / "alertmanager.yml"
+RUNBOOKS = DEPLOY / "runbooks"
+RUNBOOK_SECTIONS = ("## What it means", "## How to confirm", "## What to do")
 
 SERVICE_PORTS = {"reporting": 8001, "verification": 8002, "registry": 8003, "notifier": 8004}
 STACK = {"kafka", "postgres", "topics", "acls", *SERVICE_PORTS, "prometheus", "grafana"}
+STACK |= {"alertmanager", "alertmanager-token"}
 BOOTSTRAP = "kafka:9092"
 JWT_SECRET = "${CARBON_JWT_SECRET:?set CARBON_JWT_SECRET}"
 KAFKA_DIR = DEPLOY / "kafka"
@@ -134,6 +138,25 @@ def port_pairs(service: dict[str, Any]) -> set[tuple[int, int]]:
     return pairs
 
 
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(host address, host port, container port) of each `ports:` entry; the host port is ""
+    where Docker picks one (per replica), the address "" where every interface is bound."""
+    published = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            host = (entry.get("host_ip", ""), str(entry.get("published", "")))
+            published.append((*host, int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        if len(parts) == 1:
+            parts = ["", "", *parts]
+        elif len(parts) == 2:
+            parts = ["", *parts]
+        address, host_port, target = parts
+        published.append((address, host_port, int(target)))
+    return published
+
+
 def bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(host source, container target) of a service's bind mounts; named volumes skipped."""
     for entry in service.get("volumes", []):
@@ -206,7 +229,7 @@ def test_app_service_runs_its_module_on_its_port(
 ) -> None:
     service = services[name]
     assert service["command"] == ["python", "-m", name]
-    assert (port, port) in port_pairs(service)
+    assert [target for *_, target in published_ports(service)] == [port]
     env = service["environment"]
     assert env["CARBON_HTTP_PORT"] == str(port)
     assert env["CARBON_HTTP_HOST"] == "0.0.0.0"
@@ -216,6 +239,34 @@ def test_app_service_runs_its_module_on_its_port(
     healthcheck = " ".join(service["healthcheck"]["test"])
     assert "urllib" in healthcheck
     assert f"127.0.0.1:{port}/health/ready" in healthcheck
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
+def test_app_service_scales_without_fixed_host_ports(services: dict[str, Any], name: str) -> None:
+    """`docker compose up --scale <service>=N`: no fixed container name or host port, so each
+    replica gets its own; published on loopback only, the host port chosen by Docker."""
+    service = services[name]
+    assert "container_name" not in service
+    # Replicas sharing a host name would share the default CARBON_INSTANCE_ID (host name and
+    # pid, the same pid under the same init), and so the outbox lease.
+    assert "hostname" not in service
+    assert "CARBON_INSTANCE_ID" not in service["environment"]
+    for address, host_port, _ in published_ports(service):
+        assert host_port == "", f"{name} binds host port {host_port}: one replica at most"
+        assert address == "127.0.0.1"
+
+
+def test_published_ports_parser_reads_every_short_form() -> None:
+    service = {"ports": ["8003", "127.0.0.1::8003", "8001:8003", "0.0.0.0:8001:8003/tcp"]}
+    assert published_ports(service) == [
+        ("", "", 8003),
+        ("127.0.0.1", "", 8003),
+        ("", "8001", 8003),
+        ("0.0.0.0", "8001", 8003),
+    ]
+    assert published_ports({"ports": [{"target": 8003, "host_ip": "127.0.0.1"}]}) == [
+        ("127.0.0.1", "", 8003)
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
@@ -641,8 +692,10 @@ def test_prometheus_scrapes_a_job_per_service_every_5s() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for name, port in SERVICE_PORTS.items():
         job = jobs[name]
-        targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-        assert targets == [f"{name}:{port}"]
+        # Every replica, by DNS: the compose service name resolves to each of them (A records).
+        assert job["dns_sd_configs"] == [{"names": [name], "type": "A", "port": port}]
+        assert not [k for k in job if k.endswith("_sd_configs") and k != "dns_sd_configs"]
+        assert "static_configs" not in job
         assert job.get("metrics_path", "/metrics") == "/metrics"
         assert job.get("scrape_interval", default_interval) == "5s"
     for rule_file in config["rule_files"]:
@@ -663,6 +716,55 @@ def test_every_alert_has_a_window_a_severity_a_summary_and_a_runbook(
         assert runbook and "\n" not in runbook, name
     names = [rule["alert"] for rule in alert_rules]
     assert len(names) == len(set(names))
+
+
+def test_every_alert_links_its_runbook_in_the_repo(alert_rules: list[dict[str, Any]]) -> None:
+    for rule in alert_rules:
+        name = rule["alert"]
+        assert rule["annotations"].get("runbook_url") == f"deploy/runbooks/{name}.md", name
+        runbook = ROOT / rule["annotations"]["runbook_url"]
+        assert runbook.is_file(), name
+        text = runbook.read_text(encoding="utf-8")
+        assert text.startswith(f"# {name}\n"), name
+        headings = [line.strip() for line in text.splitlines() if line.startswith("## ")]
+        assert [h for h in headings if h in RUNBOOK_SECTIONS] == list(RUNBOOK_SECTIONS), name
+        for section in text.split("\n## ")[1:]:
+            assert section.split("\n", 1)[1].strip(), f"{name}: empty {section.splitlines()[0]}"
+
+
+def test_every_runbook_belongs_to_an_alert(alert_rules: list[dict[str, Any]]) -> None:
+    runbooks = {path.stem for path in RUNBOOKS.glob("*.md") if path.name != "README.md"}
+    assert runbooks == {rule["alert"] for rule in alert_rules}
+
+
+def test_runbooks_give_real_carbon_commands() -> None:
+    """Each `carbon` command a runbook gives (run from .venv/bin, in a container, or quoted) is
+    one the CLI defines."""
+    from typer.testing import CliRunner
+
+    from carbon_platform.cli import app
+
+    invoked = re.compile(r"(?:\.venv/bin/|exec (?:-T )?[a-z]+ |`)carbon ((?:dlq )?[a-z-]+)")
+    runner = CliRunner()
+    seen = set()
+    for path in RUNBOOKS.glob("*.md"):
+        for command in invoked.findall(path.read_text(encoding="utf-8")):
+            seen.add(command)
+            result = runner.invoke(app, [*command.split(), "--help"])
+            assert result.exit_code == 0, f"{path.name}: carbon {command}: {result.output}"
+    assert {"dlq list", "dlq replay", "token", "topics", "reconcile"} <= seen
+
+
+def test_every_alert_has_a_promtool_test_that_makes_it_fire(
+    alert_rules: list[dict[str, Any]],
+) -> None:
+    firing: set[str] = set()
+    for case in load_yaml(PROMETHEUS_DIR / "alerts.test.yml")["tests"]:
+        for check in case.get("alert_rule_test", []):
+            if check.get("exp_alerts"):
+                firing.add(check["alertname"])
+    missing = {rule["alert"] for rule in alert_rules} - firing
+    assert not missing, f"no promtool test makes these fire: {sorted(missing)}"
 
 
 def test_every_alert_has_a_comment_saying_why() -> None:
@@ -708,6 +810,66 @@ def test_alerts_use_only_service_metrics_and_cover_the_failure_modes(
 def test_promtool_accepts_config_and_rules(args: list[str]) -> None:
     result = subprocess.run(
         ["promtool", *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Alertmanager -----------------------------------------------------------------------------
+
+
+def test_prometheus_sends_alerts_to_the_compose_alertmanager(services: dict[str, Any]) -> None:
+    config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    [manager] = config["alerting"]["alertmanagers"]
+    targets = [t for sc in manager["static_configs"] for t in sc["targets"]]
+    assert targets == ["alertmanager:9093"]
+    assert "9093" in str(services["alertmanager"]["ports"])
+
+
+def test_alertmanager_routes_every_alert_to_the_notifiers_intake() -> None:
+    config = load_yaml(ALERTMANAGER_FILE)
+    route = config["route"]
+    assert not route.get("routes")  # one receiver: nothing is routed elsewhere
+    assert set(route["group_by"]) == {"alertname", "job"}
+    [receiver] = [r for r in config["receivers"] if r["name"] == route["receiver"]]
+    [webhook] = receiver["webhook_configs"]
+    notifier = SERVICE_PORTS["notifier"]
+    assert webhook["url"] == f"http://notifier:{notifier}/alerts"
+    assert webhook["send_resolved"] is True
+    assert webhook["http_config"]["authorization"]["type"] == "Bearer"
+
+
+def test_alertmanager_reads_the_token_the_token_job_writes(services: dict[str, Any]) -> None:
+    """The token job mints a Bureau JWT with the stack's secret into a volume; Alertmanager
+    mounts that volume where its config reads the bearer token from."""
+    job, manager = services["alertmanager-token"], services["alertmanager"]
+    assert job["image"] == services["notifier"]["image"]
+    assert job["environment"]["CARBON_JWT_SECRET"] == JWT_SECRET
+    assert job.get("restart", "no") == "no"
+    command = " ".join(job["command"])
+    assert "carbon token --role regulator" in command
+    written = PurePosixPath(command.rsplit("> ", 1)[1].strip())
+    [(volume, target)] = [str(v).split(":")[:2] for v in job["volumes"]]
+    credentials = load_yaml(ALERTMANAGER_FILE)["receivers"][0]["webhook_configs"][0]["http_config"][
+        "authorization"
+    ]["credentials_file"]
+    mounted = {str(v).split(":")[0]: str(v).split(":")[1] for v in manager["volumes"]}
+    assert PurePosixPath(mounted[volume]) / written.relative_to(target) == PurePosixPath(
+        credentials
+    )
+    assert dependency_conditions(manager) == {
+        "alertmanager-token": "service_completed_successfully"
+    }
+    config_file = next(a for a in manager["command"] if a.startswith("--config.file="))
+    assert host_path(manager, config_file.split("=", 1)[1]) == ALERTMANAGER_FILE
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed")
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    result = subprocess.run(
+        ["amtool", "check-config", str(ALERTMANAGER_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -767,7 +929,19 @@ def test_dashboard_queries_use_only_service_metrics_and_show_them_all(
 # the same, so a query takes one instance's figure (max over instances), never their sum.
 SAME_ON_EVERY_INSTANCE = {
     gauge._name: frozenset(gauge._labelnames)
-    for gauge in (_metrics.OBLIGATIONS, _metrics.CASES_ESCALATED, _metrics.DEADLINE_SECONDS)
+    for gauge in (
+        _metrics.OBLIGATIONS,
+        _metrics.CASES_ESCALATED,
+        _metrics.DEADLINE_SECONDS,
+        # The compliance figures (carbon_platform.figures), likewise from each service's database.
+        _metrics.REPORTS_SUBMITTED,
+        _metrics.ALLOWANCES_ISSUED,
+        _metrics.ALLOWANCES_SURRENDERED,
+        _metrics.OFFSETS_SURRENDERED,
+        _metrics.NOTIFICATIONS,
+        # Consumer lag (carbon_platform.lag): every instance measures every group at the broker.
+        _metrics.CONSUMER_LAG,
+    )
 }
 SELECTOR = re.compile(r"(?<![A-Za-z0-9_:])(carbon_[a-z_]+)\s*(\{[^}]*\})?")
 MAX_BY_OPENING = re.compile(r"max\s+by\s*\(([^)]*)\)\s*\(\s*$")

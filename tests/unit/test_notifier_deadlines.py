@@ -13,6 +13,7 @@ from carbon_contracts import events as ev
 from carbon_platform import metrics
 from notifier import store
 from notifier.domain.messages import Notification, notifications_for
+from notifier.figures import FIGURES
 from registry.domain.credit_code import make_credit_code
 from tests.support import example
 from tests.unit.support import POLICY, Harness, consumed, entity_registered
@@ -209,6 +210,13 @@ def test_a_deadline_met_by_everyone_tells_the_bureau_alone() -> None:
 # --- the handler ------------------------------------------------------------------------------
 
 
+async def notifications_gauge(notifier: Harness, recipient_type: str) -> float:
+    """carbon_notifications{recipient_type} as the service sets it, from its database."""
+    await FIGURES.refresh_gauges(notifier.context)
+    value: float = metrics.NOTIFICATIONS.labels(recipient_type)._value.get()
+    return value
+
+
 async def notices(notifier: Harness, recipient_type: str | None = None) -> list[Any]:
     rows = await notifier.read(
         store.list_for, recipient_type=recipient_type, recipient_id=None, limit=1000
@@ -260,7 +268,7 @@ async def test_overdue_and_done_late_reach_the_entity_and_the_district_the_event
 async def test_an_escalation_reaches_the_district_and_the_bureau(
     notifier: Harness, obligation: str
 ) -> None:
-    counted = metrics.NOTIFICATIONS.labels("bureau")._value.get()
+    counted = await notifications_gauge(notifier, "bureau")
     event = consumed(of("case_escalated", obligation))
     await notifier.handle(event)
     await notifier.handle(event)  # again: nothing new
@@ -271,7 +279,7 @@ async def test_an_escalation_reaches_the_district_and_the_bureau(
     [row] = await notices(notifier, "bureau")
     assert (row.credit_code, row.event_type) == (CODE, f"{obligation}.case_escalated")
     assert row.created_at == notifier.clock.now()
-    assert metrics.NOTIFICATIONS.labels("bureau")._value.get() == counted + 1
+    assert await notifications_gauge(notifier, "bureau") == counted + 1
 
 
 @pytest.mark.parametrize("obligation", ev.OBLIGATIONS)
@@ -280,9 +288,7 @@ async def test_a_deadline_passed_reaches_the_bureau_and_only_the_districts_with_
 ) -> None:
     await notifier.handle(entity_registered(CODE, district="pudong"))
     await notifier.handle(entity_registered(OTHER, district="minhang"))  # none overdue there
-    counted = {
-        kind: metrics.NOTIFICATIONS.labels(kind)._value.get() for kind in ("bureau", "district")
-    }
+    counted = {kind: await notifications_gauge(notifier, kind) for kind in ("bureau", "district")}
     event = consumed(of("deadline_passed", obligation))
     assert await notifier.handle(event) == []  # the notifier publishes nothing
     await notifier.handle(event)  # again: nothing new
@@ -296,8 +302,8 @@ async def test_a_deadline_passed_reaches_the_bureau_and_only_the_districts_with_
     assert {(row.credit_code, row.event_type) for row in rows} == {
         (None, f"{obligation}.deadline_passed")
     }
-    assert metrics.NOTIFICATIONS.labels("bureau")._value.get() == counted["bureau"] + 1
-    assert metrics.NOTIFICATIONS.labels("district")._value.get() == counted["district"] + 2
+    assert await notifications_gauge(notifier, "bureau") == counted["bureau"] + 1
+    assert await notifications_gauge(notifier, "district") == counted["district"] + 2
 
 
 async def test_a_district_reads_its_deadline_notice_over_the_api(notifier: Harness) -> None:

@@ -12,13 +12,15 @@ from uuid import uuid4
 from fastapi import APIRouter, Query
 
 from carbon_contracts.errors import Conflict, Forbidden, Invalid, NotFound
-from carbon_platform.access import DELIVERY, NOTIFICATION, AccessPolicy, Owner, allowed
+from carbon_platform.access import DELIVERY, NOTIFICATION, OPERATIONS, AccessPolicy, Owner, allowed
 from carbon_platform.auth import Principal
 from carbon_platform.context import Context
 from carbon_platform.http import refusals
-from notifier import store
+from notifier import commands, store
 from notifier.domain.messages import BUREAU
 from notifier.schemas import (
+    AlertmanagerNotification,
+    AlertsReceived,
     CreatedSubscription,
     DeliveryAttemptView,
     DeliveryView,
@@ -254,3 +256,17 @@ async def replay_delivery(
         await store.replay(uow.conn, delivery_id=delivery_id, now=datetime.now(UTC))
         replayed = await store.get_delivery(uow.conn, delivery_id=delivery_id)
     return DeliveryView.model_validate(replayed, from_attributes=True)
+
+
+@router.post("/alerts", responses=refusals(403), response_model=AlertsReceived)
+async def receive_alerts(
+    body: AlertmanagerNotification,
+    context: Context,
+    _: Annotated[Principal, allowed(OPERATIONS, "operate")],
+) -> AlertsReceived:
+    """Alertmanager's webhook (payload version 4): each alert, firing or resolved, becomes a
+    notice to the Bureau and is delivered to its subscriptions. Alertmanager resends; an alert
+    already told in the same state records nothing again."""
+    alerts = [alert.alert() for alert in body.alerts]
+    recorded = await context.execute(commands.receive_alerts, alerts)
+    return AlertsReceived(received=len(alerts), recorded=recorded)

@@ -3,6 +3,7 @@ told of an event. No HTTP, no Kafka."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from carbon_contracts.catalogue import catalogue
@@ -12,10 +13,10 @@ from carbon_contracts.events import (
     EventPayload,
     ObligationEvent,
 )
-from carbon_platform import metrics
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
 from notifier import store
+from notifier.domain.alerts import Alert, alert_notice
 from notifier.domain.messages import district_notice, notifications_for
 
 
@@ -26,7 +27,7 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
     payload = event.payload
     if isinstance(payload, DeadlinePassed):
         # Cycle-wide, about no one entity: the Bureau and the districts with entities overdue.
-        told_of_cycle = await store.record(
+        await store.record(
             uow.conn,
             items=notifications_for(payload, district=None, policy=uow.policy),
             credit_code=None,
@@ -34,7 +35,6 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
             event_type=event.type,
             at=uow.now,
         )
-        _count(uow, told_of_cycle)
         return
     if not isinstance(payload, EventPayload):
         # Any other cycle-wide event (verification.closed, auction.announced, auction.cleared)
@@ -65,7 +65,6 @@ async def notify(uow: UnitOfWork, event: Event[Any]) -> None:
         event_type=event.type,
         at=uow.now,
     )
-    _count(uow, told)
 
 
 async def _district_or_keep(
@@ -94,9 +93,22 @@ async def _district_or_keep(
     return district
 
 
-def _count(uow: UnitOfWork, told: list[str]) -> None:
-    for recipient_type in told:
-        uow.on_commit(metrics.NOTIFICATIONS.labels(recipient_type).inc)
+async def receive_alerts(uow: UnitOfWork, alerts: Sequence[Alert]) -> int:
+    """Tell the Bureau of each alert Alertmanager sends, firing or resolved, through the usual
+    deliveries (its webhook and e-mail subscriptions). A resend records nothing new (the notice's
+    event id is derived from the alert's fingerprint, start and status). Returns how many
+    notices are new."""
+    told: list[str] = []
+    for alert in alerts:
+        told += await store.record(
+            uow.conn,
+            items=[alert_notice(alert, timezone=uow.policy.timezone)],
+            credit_code=None,
+            event_id=alert.event_id,
+            event_type=alert.event_type,
+            at=uow.now,
+        )
+    return len(told)
 
 
 # Not the inbound topics: what an external system claims is told once the registry acts on it.

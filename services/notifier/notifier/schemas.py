@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from notifier.domain.alerts import Alert
 
 Recipient = Literal["entity", "district", "bureau"]
 """Who is told: an entity (by credit code), a district bureau (by district code) or the Bureau
@@ -115,3 +117,60 @@ class DeliveryAttemptView(BaseModel):
     http_status: int | None
     error: str | None
     duration_ms: int
+
+
+# --- alerts from Alertmanager (webhook_config, payload version 4) ------------------------------
+
+
+class _Alertmanager(BaseModel):
+    # A tolerant reader: fields a later Alertmanager adds are ignored.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class AlertmanagerAlert(_Alertmanager):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: AwareDatetime = Field(alias="startsAt")
+    # Alertmanager sends "0001-01-01T00:00:00Z" while an alert has no end yet.
+    ends_at: AwareDatetime | None = Field(default=None, alias="endsAt")
+    fingerprint: str = Field(min_length=1, max_length=64)
+
+    @field_validator("labels")
+    @classmethod
+    def _named(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value.get("alertname"):
+            raise ValueError("must contain alertname")
+        return value
+
+    def alert(self) -> Alert:
+        return Alert(
+            name=self.labels["alertname"],
+            status=self.status,
+            fingerprint=self.fingerprint,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at if self.ends_at and self.ends_at.year > 1 else None,
+            severity=self.labels.get("severity"),
+            summary=self.annotations.get("summary"),
+            runbook_url=self.annotations.get("runbook_url"),
+            labels=self.labels,
+        )
+
+
+class AlertmanagerNotification(_Alertmanager):
+    """What Alertmanager's webhook_config POSTs: one group of alerts."""
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    group_key: str = Field(default="", alias="groupKey")
+    alerts: list[AlertmanagerAlert] = Field(min_length=1, max_length=1000)
+
+
+class AlertsReceived(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    received: int = Field(description="alerts in the notification")
+    recorded: int = Field(
+        description="notices to the Bureau recorded now; an alert already told (a resend) adds none"
+    )

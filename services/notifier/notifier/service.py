@@ -7,6 +7,7 @@ from pathlib import Path
 
 from carbon_platform.context import ServiceDefinition
 from notifier import api, commands, delivery, store
+from notifier.figures import FIGURES
 
 SERVICE = ServiceDefinition(
     name="notifier",
@@ -15,7 +16,7 @@ SERVICE = ServiceDefinition(
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
-    routers=[api.router],
+    routers=[api.router, FIGURES.router()],
     handlers=commands.HANDLERS,
-    background=[delivery.deliver_pending],
+    background=[delivery.deliver_pending, FIGURES.keep_gauges],
 )

@@ -108,7 +108,9 @@ def acl_commands(
     - Write on the topics it owns (its `<service>.dlq` included), and on no other topic; and
       Create on them, for the relay to recreate one the broker lost (`ensure_topics`);
     - (Inbound topics are domain topics: every service may read them.)
-    - Read and Describe on its consumer group `<group_prefix>-<service>`;
+    - Read and Describe on its consumer group `<group_prefix>-<service>`, and Describe on every
+      other service's group, to measure every group's lag (carbon_platform.lag): a stopped
+      service's lag is reported by the others;
     - Create, Read and Describe on `<group_prefix>-<service>-__assignor-__leader`, the topic
       Faust's leader assignor creates for itself at start.
     Each external system `User:<system>` (the exchange, the carbon inclusion platform, the CCER
@@ -131,6 +133,12 @@ def acl_commands(
         if owned:
             lines.append(_grant(service, {"Write", "Create"}, owned))
         lines.append(_grant(service, {"Read", "Describe"}, [("group", group)]))
+        others = [
+            ("group", group_id(group_prefix, other))
+            for other in service_principals()
+            if other != service
+        ]
+        lines.append(_grant(service, {"Describe"}, others))
         leader = f"{group}-__assignor-__leader"
         lines.append(_grant(service, {"Create", "Read", "Describe"}, [("topic", leader)]))
     for system in EXTERNAL_SYSTEMS:  # an external system writes its inbound topics, nothing else

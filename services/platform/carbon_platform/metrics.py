@@ -58,16 +58,43 @@ WORKER_READY = Gauge(
     "carbon_worker_ready",
     "1 while this instance's stream worker has started and its broker answers",
 )
+# Measured from the broker every few seconds (carbon_platform.lag) by every instance of every
+# service, for every platform group: aggregate with max, never sum, across instances.
+CONSUMER_LAG = Gauge(
+    "carbon_consumer_lag",
+    "Records of a partition its consumer group has not committed yet: end offset minus committed "
+    "offset (minus the log start where the group never committed). The embedded broker reports "
+    "an end offset short by all but the first record of the last batch written, so there it can "
+    "read up to a producer batch low (deploy/README.md, Consumer lag)",
+    ["group", "topic", "partition"],
+)
 
-# Business counters, set by the services that own the facts.
-REPORTS_SUBMITTED = Counter("carbon_reports_submitted_total", "Emissions reports submitted")
-ALLOWANCES_ISSUED = Counter(
-    "carbon_allowances_issued_total", "Allowances credited to accounts", ["kind"]
+# Compliance figures, computed from the owning service's database every few seconds
+# (carbon_platform.figures): every instance of a service reports the same, exact figures, equal
+# to its GET /figures (aggregate with max, never sum, across instances).
+REPORTS_SUBMITTED = Gauge(
+    "carbon_reports_submitted",
+    "Emissions reports submitted (not drafts; corrections are versions of the same report)",
+    ["compliance_year"],
 )
-ALLOWANCES_SURRENDERED = Counter(
-    "carbon_allowances_surrendered_total", "Allowances surrendered for compliance"
+ALLOWANCES_ISSUED = Gauge(
+    "carbon_allowances_issued",
+    "Allowances credited to accounts by kind (allocation, preallocation), by their year",
+    ["kind", "compliance_year"],
 )
-NOTIFICATIONS = Counter("carbon_notifications_total", "Notifications recorded", ["recipient_type"])
+ALLOWANCES_SURRENDERED = Gauge(
+    "carbon_allowances_surrendered",
+    "Allowances surrendered for a compliance year's obligations",
+    ["compliance_year"],
+)
+OFFSETS_SURRENDERED = Gauge(
+    "carbon_offsets_surrendered",
+    "Offsets (CCER, SHCERCIR1) surrendered for a compliance year's obligations",
+    ["compliance_year"],
+)
+NOTIFICATIONS = Gauge(
+    "carbon_notifications", "Notifications recorded, by recipient type", ["recipient_type"]
+)
 NOTIFICATION_DELIVERIES = Counter(
     "carbon_notification_deliveries_total",
     "Attempts at delivering a notification to a webhook or e-mail subscription, by outcome "
@@ -100,10 +127,6 @@ LEDGER_DIFFERENCE = Gauge(
 )
 
 # Known label values start at zero, so rates and increases see the first event.
-for _kind in ("allocation", "preallocation"):
-    ALLOWANCES_ISSUED.labels(_kind)
-for _recipient in ("entity", "district", "bureau"):
-    NOTIFICATIONS.labels(_recipient)
 for _channel in ("webhook", "email"):
     for _outcome in ("delivered", "retry", "failed"):
         NOTIFICATION_DELIVERIES.labels(_channel, _outcome)

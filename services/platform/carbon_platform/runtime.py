@@ -32,6 +32,7 @@ from carbon_platform.db import make_engine
 from carbon_platform.dlq import dead_letter_router, parked_router
 from carbon_platform.http import create_api
 from carbon_platform.kafka import client_options, faust_credentials
+from carbon_platform.lag import LagWatch
 from carbon_platform.logs import configure_logging
 from carbon_platform.migrations import migrate
 from carbon_platform.outbox import OutboxRelay
@@ -409,6 +410,7 @@ def run_service(definition: ServiceDefinition) -> None:
 
     owned = {topic.name: topic for topic in catalogue().owned_by(definition.name)}
     probe = BrokerProbe(settings)
+    lag = LagWatch(settings, own_topics=list(definition.handlers))
 
     async def ensure_owned_topics(replace: Collection[str] = ()) -> list[str]:
         return await create_topics(
@@ -466,9 +468,10 @@ def run_service(definition: ServiceDefinition) -> None:
         [
             probe.run,
             run_relay,
+            lag.run,
             *(lambda task=task: task(context) for task in definition.background),
         ],
-        [probe.stop, stop_relay],
+        [probe.stop, stop_relay, lag.stop],
     )
     log.info(
         "%s (instance %s) listening on http://%s:%d (kafka %s)",

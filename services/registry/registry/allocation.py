@@ -16,7 +16,6 @@ from fastapi import APIRouter, Body, Request
 from carbon_contracts.errors import Conflict, Invalid, NotFound, Rejection
 from carbon_contracts.events import AllocationIssued, VerificationClosed, VerificationFinalised
 from carbon_contracts.policy import Policy
-from carbon_platform import metrics
 from carbon_platform.access import ENTITY, OPERATIONS, Owner, allowed
 from carbon_platform.auth import Principal
 from carbon_platform.codec import Event, Outgoing
@@ -321,7 +320,6 @@ async def _issue(uow: UnitOfWork, row: Any, batch_id: str) -> Outgoing:
             owed=done.owed,
         )
     )
-    uow.on_commit(lambda: metrics.ALLOWANCES_ISSUED.labels("allocation").inc(done.topped_up))
     return event
 
 

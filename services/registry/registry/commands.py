@@ -18,7 +18,6 @@ from carbon_contracts.events import (
     PreallocationIssued,
     SurrenderCompleted,
 )
-from carbon_platform import metrics
 from carbon_platform.context import Handler, UnitOfWork
 from registry import allocation, deadlines, store
 from registry.domain import compliance, offsets
@@ -212,7 +211,6 @@ async def surrender(uow: UnitOfWork, command: Surrender) -> SurrenderReceipt:
         obligation=due.obligation,
         completed_at=uow.now if done.complete else None,
     )
-    uow.on_commit(lambda: metrics.ALLOWANCES_SURRENDERED.inc(command.allowances))
     return SurrenderReceipt(
         credit_code=code,
         compliance_year=year,
@@ -268,7 +266,6 @@ async def _preallocate(
         reference=f"preallocation-{next_year}",
         at=uow.now,
     )
-    uow.on_commit(lambda: metrics.ALLOWANCES_ISSUED.labels("preallocation").inc(allowances))
     issued = PreallocationIssued(
         credit_code=code,
         compliance_year=next_year,

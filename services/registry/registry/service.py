@@ -9,6 +9,7 @@ from pathlib import Path
 from carbon_platform.context import ServiceContext, ServiceDefinition
 from carbon_platform.obligations import Watched
 from registry import allocation, api, auction, commands, deadlines, ledger, store
+from registry.figures import FIGURES
 
 ROWS_PER_TRANSACTION = 500
 WATCHED = Watched(store.obligation_tables, deadlines.OWNED, backfill=deadlines.backfill)
@@ -38,6 +39,7 @@ SERVICE = ServiceDefinition(
         auction.router,
         deadlines.router,
         WATCHED.router(),
+        FIGURES.router(),
     ],
     handlers=commands.HANDLERS
     | allocation.HANDLERS
@@ -53,5 +55,6 @@ SERVICE = ServiceDefinition(
         ledger.reconcile_periodically,
         auction.close_auctions_on_time,
         WATCHED.watch,
+        FIGURES.keep_gauges,
     ],
 )

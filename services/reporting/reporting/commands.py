@@ -38,7 +38,7 @@ from carbon_contracts.events import (
 from carbon_contracts.policy import Policy
 from carbon_emissions.calculation import FactorTable
 from carbon_emissions.lines import ActivityInput, ContractLines, compute_with_policy, inputs_of
-from carbon_platform import metrics, obligations
+from carbon_platform import obligations
 from carbon_platform.codec import Event
 from carbon_platform.context import Handler, UnitOfWork
 from reporting import store
@@ -365,7 +365,6 @@ async def submit_report(uow: UnitOfWork, command: SubmitReport) -> ReportChange:
         command.submitted_by,
         event_id=event.event_id,
     )
-    uow.on_commit(metrics.REPORTS_SUBMITTED.inc)
     await _report_obligation(uow, report_id)
     return await _report_change(uow, report_id, event.event_id)
 
@@ -438,7 +437,6 @@ async def submit_draft(uow: UnitOfWork, command: SubmitDraft) -> ReportChange:
         command.submitted_by,
         event_id=event.event_id,
     )
-    uow.on_commit(metrics.REPORTS_SUBMITTED.inc)
     await _report_obligation(uow, command.report_id)
     return await _report_change(uow, command.report_id, event.event_id)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from carbon_platform.context import ServiceDefinition
 from carbon_platform.obligations import Watched
 from reporting import api, commands, store
+from reporting.figures import FIGURES
 
 # The deadlines reporting owns, watched per rostered entity (commands.py enrols and completes;
 # its backfill enrols, at each start, the entities rostered before the deadlines were watched).
@@ -21,7 +22,7 @@ SERVICE = ServiceDefinition(
     metadata=store.metadata,
     tables=store.messaging,
     migrations_dir=Path(__file__).resolve().parent.parent / "migrations",
-    routers=[api.router, WATCHED.router()],
+    routers=[api.router, WATCHED.router(), FIGURES.router()],
     handlers=commands.HANDLERS,
-    background=[WATCHED.watch],
+    background=[WATCHED.watch, FIGURES.keep_gauges],
 )
