@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -705,6 +705,21 @@ CYCLE_TOPICS = (
     "preallocation.issued",
 )
 """The topics one compliance_cycle publishes one event each to."""
+
+
+def cycle_notices(notifier: str, codes: Collection[str]) -> int:
+    """How many of their cycles' events (CYCLE_TOPICS, not the deadline notices: by the real
+    clock every entity is also overdue) the notifier has told these entities of."""
+    told = 0
+    for event_type in CYCLE_TOPICS:
+        notes = httpx.get(
+            f"{notifier}/notifications",
+            headers=token("regulator"),
+            params={"recipient_type": "entity", "event_type": event_type, "limit": 1000},
+            timeout=10,
+        ).json()
+        told += sum(1 for note in notes if note["credit_code"] in codes)
+    return told
 
 
 def service_pids(var_dir: Path, service: str) -> list[int]:

@@ -22,6 +22,7 @@ from tests.support import (
     Database,
     Platform,
     compliance_cycle,
+    cycle_notices,
     prometheus_query,
     running_platform,
     running_prometheus,
@@ -149,19 +150,14 @@ def test_the_dashboard_figures_equal_the_apis_after_a_burst_over_two_instances(
         assert {receipt["status"] for receipt in receipts} == {"compliant"}
 
         # Every consumer has had everything: the notifier told each entity of its cycle's events.
-        def told_everything() -> bool:
-            told = 0
-            for event_type in CYCLE_TOPICS:
-                notes = httpx.get(
-                    f"{twins.urls['notifier']}/notifications",
-                    headers=token("regulator"),
-                    params={"recipient_type": "entity", "event_type": event_type, "limit": 1000},
-                    timeout=10,
-                ).json()
-                told += sum(1 for note in notes if note["credit_code"] in set(codes))
-            return told == ENTITIES * len(CYCLE_TOPICS)
-
-        wait_until(told_everything, timeout=180, what="the notifier to have everything", every=1)
+        wait_until(
+            lambda: (
+                cycle_notices(twins.urls["notifier"], set(codes)) == ENTITIES * len(CYCLE_TOPICS)
+            ),
+            timeout=180,
+            what="the notifier to have everything",
+            every=1,
+        )
 
         first, second = ([twins.instances[s][n] for s in FIGURE_SERVICES] for n in (0, 1))
         # Deadline notices (by the real clock every entity is late) may still be on their way.

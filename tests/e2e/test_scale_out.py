@@ -21,9 +21,9 @@ from tests.support import (
     Platform,
     ServiceProcess,
     compliance_cycle,
+    cycle_notices,
     read_topic,
     running_platform,
-    token,
     wait_until,
 )
 
@@ -66,19 +66,12 @@ def test_a_burst_over_two_instances_publishes_every_event_once(twins: Platform) 
     assert {receipt["status"] for receipt in receipts} == {"compliant"}
 
     # Every consumer has had everything: the notifier tells each entity of its 8 events.
-    def told_everything() -> bool:
-        told = 0
-        for event_type in CYCLE_TOPICS:  # not the deadline notices: by the real clock, overdue
-            notes = httpx.get(
-                f"{twins.urls['notifier']}/notifications",
-                headers=token("regulator"),
-                params={"recipient_type": "entity", "event_type": event_type, "limit": 1000},
-                timeout=10,
-            ).json()
-            told += sum(1 for note in notes if note["credit_code"] in set(codes))
-        return told == ENTITIES * len(CYCLE_TOPICS)
-
-    wait_until(told_everything, timeout=180, what="the notifier to have everything", every=1)
+    wait_until(
+        lambda: cycle_notices(twins.urls["notifier"], set(codes)) == ENTITIES * len(CYCLE_TOPICS),
+        timeout=180,
+        what="the notifier to have everything",
+        every=1,
+    )
 
     ours = {code.encode() for code in codes}
     for topic in CYCLE_TOPICS:
