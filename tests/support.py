@@ -617,12 +617,17 @@ async def compliance_cycle(
     verifier = token("verifier", agency=CYCLE_AGENCY)
 
     async def until(request: Callable[[], Any], done: Callable[[httpx.Response], bool]) -> Any:
-        for _ in range(600):
+        # By the clock, not a count of tries: after a broker loss every consumer reads its topics
+        # again from the start (the inbox skips what it had), which takes a loaded machine well
+        # over a minute; an event that never arrives still fails the cycle.
+        deadline = time.monotonic() + 180
+        while True:
             reply = await request()
             if done(reply):
                 return reply
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{code}: {reply.status_code} {reply.text}")
             await asyncio.sleep(0.1)
-        raise AssertionError(f"{code}: {reply.status_code} {reply.text}")
 
     def created(reply: httpx.Response) -> bool:
         assert reply.status_code in (201, 404, 409), reply.text

@@ -165,6 +165,7 @@ def test_a_killed_service_comes_back_by_itself(platform: Platform) -> None:
     assert receipt["status"] == "compliant"
 
 
+@pytest.mark.timeout(900)  # two waves of cycles, one of them through the broker's loss
 def test_a_broker_killed_mid_run_loses_no_event(platform: Platform) -> None:
     seeds = range(4_600_000, 4_600_040)
     before = cycles(platform, seeds[:20])
@@ -229,7 +230,7 @@ def test_a_broker_killed_mid_run_loses_no_event(platform: Platform) -> None:
         try:
             notes = wait_until(
                 functools.partial(told, code),
-                timeout=90,
+                timeout=180,  # the notifier reads every topic again from the start
                 what=f"the notifier to have told {code} of its {len(CYCLE_TOPICS)} events",
             )
         except AssertionError as missing:
