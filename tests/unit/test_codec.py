@@ -233,6 +233,25 @@ def test_decode_of_encode_round_trips(payload: Payload) -> None:
     assert event.correlation_id == outgoing.event_id
 
 
+def test_decode_takes_the_trace_context_from_ce_traceparent_or_a_plain_traceparent() -> None:
+    ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    outside = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = encode(
+        example("report.submitted"),
+        source=owner_of("report.submitted"),
+        time=TIME,
+        traceparent=ours,
+    )
+    assert headers_of(traced)["ce_traceparent"] == ours
+    assert decode(raw_from(traced)).traceparent == ours
+    # An outside producer's tracing writes the W3C header as it is; ours wins when both are set.
+    plain = raw_from(report_outgoing(), set_headers={"traceparent": outside})
+    assert decode(plain).traceparent == outside
+    both = raw_from(traced, set_headers={"traceparent": outside})
+    assert decode(both).traceparent == ours
+    assert decode(raw_from(report_outgoing())).traceparent is None
+
+
 def test_decode_keeps_exact_decimals() -> None:
     event = decode(raw_from(report_outgoing()))
     assert isinstance(event.payload, ReportSubmitted)

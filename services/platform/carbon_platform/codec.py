@@ -65,6 +65,9 @@ class Event(Generic[P]):
     subject: str | None
     correlation_id: str
     payload: P
+    # The W3C trace context of the span that published it: its `ce_traceparent`, or the plain
+    # `traceparent` header an outside producer's tracing writes.
+    traceparent: str | None = None
 
 
 PoisonMessage = InvalidEvent
@@ -126,6 +129,7 @@ def decode(raw: RawMessage) -> Event[Payload]:
         subject=attributes.subject,
         correlation_id=attributes.correlation_id,
         payload=payload,
+        traceparent=attributes.traceparent or raw.header("traceparent"),
     )
 
 

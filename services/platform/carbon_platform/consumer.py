@@ -363,15 +363,9 @@ def _within(headers: list[tuple[str, bytes]], budget: int) -> list[tuple[str, by
 
 
 def _handling(raw: RawMessage, event: Event[Any]) -> AbstractContextManager[Any]:
-    """The span of one event's handler, continuing the trace of whoever published it (our
-    records carry `ce_traceparent`; a plain `traceparent` from an outside producer is taken
-    too)."""
+    """The span of one event's handler, continuing the trace of whoever published it."""
     return tracing.consuming(
-        raw.topic,
-        raw.partition,
-        raw.offset,
-        raw.header(tracing.TRACEPARENT) or raw.header("traceparent"),
-        event.correlation_id,
+        raw.topic, raw.partition, raw.offset, event.traceparent, event.correlation_id
     )
 
 

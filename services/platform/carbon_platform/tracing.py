@@ -28,7 +28,6 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 Exporter = Literal["none", "console", "otlp"]
-TRACEPARENT = "ce_traceparent"  # the CloudEvents distributed tracing extension, Kafka binding
 CORRELATION_HEADER = "x-correlation-id"
 # A caller's correlation id is taken as given only if it is a plain token of sane length.
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
